@@ -1,0 +1,53 @@
+# Volley developer tasks. `make install` sets up .venv; `make test` runs every test.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROTO_OUT := server/volley/_proto
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install build proto proto-check lint format typecheck test serve bench clean
+
+$(BIN)/volley: pyproject.toml setup.py csrc/_batchcore.pyx
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(BIN)/volley
+
+install: $(BIN)/volley
+
+build: install
+	$(BIN)/python setup.py -q build_ext --inplace
+
+proto: install
+	rm -rf $(PROTO_OUT)/inference
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) protos/inference/*.proto
+	touch $(PROTO_OUT)/inference/__init__.py
+	sed -i -e 's/^from inference import/from volley._proto.inference import/' $(PROTO_OUT)/inference/*.py $(PROTO_OUT)/inference/*.pyi
+
+proto-check: proto
+	git diff --exit-code -- $(PROTO_OUT)
+	@test -z "$$(git status --porcelain -- $(PROTO_OUT))" || (echo "generated code is stale: run make proto and commit"; exit 1)
+
+lint: install
+	$(BIN)/ruff check server tests bench
+	$(BIN)/ruff format --check server tests bench
+
+format: install
+	$(BIN)/ruff format server tests bench
+	$(BIN)/ruff check --fix server tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install
+	$(BIN)/pytest -q
+
+serve: install
+	$(BIN)/volley serve --model-repository model_repository
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf build $(VENV) server/*.egg-info server/volley/*.so

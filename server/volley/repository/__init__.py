@@ -1,0 +1,1 @@
+"""Model repository: layout, configuration, version policy and model lifecycle."""
