@@ -1,0 +1,1 @@
+"""gRPC frontend: servicer, codec, the error mapping, health."""

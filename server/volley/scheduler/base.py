@@ -1,0 +1,28 @@
+"""The narrow interface every scheduler offers to the frontend."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from volley.scheduler.request import InferRequest, Outputs
+
+
+class Scheduler(Protocol):
+    """Queues requests for one model version and runs them on its instances."""
+
+    async def infer(self, request: InferRequest) -> Outputs:
+        """Run ``request`` and return its outputs; raises ``VolleyError`` on failure."""
+        ...
+
+    def start(self) -> None:
+        """Start background tasks; called on the event loop once the model is loaded."""
+        ...
+
+    async def stop(self) -> None:
+        """Fail what is still queued with UNAVAILABLE, wait for running batches, release threads."""
+        ...
+
+    @property
+    def inflight(self) -> int:
+        """Requests accepted and not yet answered."""
+        ...

@@ -1,0 +1,114 @@
+"""Per-model-version statistics, as the protocol's ``ModelStatistics`` RPC reports them.
+
+Updated only from the event-loop thread, so plain integer fields need no lock.
+"""
+
+from __future__ import annotations
+
+import time
+
+from volley._proto.inference import grpc_service_pb2 as pb
+
+
+class Duration:
+    """A count and a cumulative duration in nanoseconds."""
+
+    __slots__ = ("count", "ns")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ns = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+    def fill(self, msg: pb.StatisticDuration) -> None:
+        msg.count = self.count
+        msg.ns = self.ns
+
+
+class BatchRow:
+    """Statistics of executions at one batch size."""
+
+    __slots__ = ("compute_infer", "compute_input", "compute_output")
+
+    def __init__(self) -> None:
+        self.compute_input = Duration()
+        self.compute_infer = Duration()
+        self.compute_output = Duration()
+
+
+class ModelStats:
+    """Cumulative counters of one model version since it was loaded."""
+
+    def __init__(self, name: str, version: int) -> None:
+        self.name = name
+        self.version = version
+        self.success = Duration()
+        self.fail = Duration()
+        self.queue = Duration()
+        self.compute_input = Duration()
+        self.compute_infer = Duration()
+        self.compute_output = Duration()
+        self.inference_count = 0
+        self.execution_count = 0
+        self.last_inference_ms = 0
+        self.batches: dict[int, BatchRow] = {}
+        self.memory_bytes: dict[tuple[str, int], int] = {}
+
+    def record_request(
+        self, rows: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
+        """One request executed (as part of a batch): its share of the timings."""
+        self.inference_count += rows
+        self.queue.add(queue_ns)
+        self.compute_input.add(input_ns)
+        self.compute_infer.add(infer_ns)
+        self.compute_output.add(output_ns)
+
+    def record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """One model execution of ``batch_size`` rows."""
+        self.execution_count += 1
+        row = self.batches.get(batch_size)
+        if row is None:
+            row = self.batches[batch_size] = BatchRow()
+        row.compute_input.add(input_ns)
+        row.compute_infer.add(infer_ns)
+        row.compute_output.add(output_ns)
+
+    def record_success(self, total_ns: int) -> None:
+        """A request answered successfully, ``total_ns`` after it arrived."""
+        self.success.add(total_ns)
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def record_failure(self, total_ns: int) -> None:
+        """A request that reached this model failed."""
+        self.fail.add(total_ns)
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def to_proto(self) -> pb.ModelStatistics:
+        """The ``ModelStatistics`` message for this version."""
+        msg = pb.ModelStatistics(
+            name=self.name,
+            version=str(self.version),
+            last_inference=self.last_inference_ms,
+            inference_count=self.inference_count,
+            execution_count=self.execution_count,
+        )
+        s = msg.inference_stats
+        self.success.fill(s.success)
+        self.fail.fill(s.fail)
+        self.queue.fill(s.queue)
+        self.compute_input.fill(s.compute_input)
+        self.compute_infer.fill(s.compute_infer)
+        self.compute_output.fill(s.compute_output)
+        for size in sorted(self.batches):
+            row = self.batches[size]
+            b = msg.batch_stats.add(batch_size=size)
+            row.compute_input.fill(b.compute_input)
+            row.compute_infer.fill(b.compute_infer)
+            row.compute_output.fill(b.compute_output)
+        for (kind, device), size in sorted(self.memory_bytes.items()):
+            msg.memory_usage.add(type=kind, id=device, byte_size=size)
+        return msg

@@ -1,0 +1,24 @@
+"""Fixtures of the compat tests: a real server in a subprocess, clients we did not write."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server_process import EXAMPLE_REPOSITORY, ServerProcess  # noqa: E402
+
+if "volley._proto.inference.grpc_service_pb2" in sys.modules:
+    raise RuntimeError("run tests/compat in its own pytest process (see Makefile: make test)")
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerProcess]:
+    proc = ServerProcess(EXAMPLE_REPOSITORY)
+    yield proc
+    code = proc.stop()
+    assert code == 0, f"server exited with {code}:\n{proc.log()}"
