@@ -22,16 +22,28 @@ EXAMPLE_REPOSITORY = ROOT / "model_repository"
 class ServerProcess:
     """A running ``volley serve``; ``url`` is ``127.0.0.1:PORT``."""
 
-    def __init__(self, repository: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, repository: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="volley-test-")
         port_file = Path(self._dir.name) / "port"
         self.log_path = Path(self._dir.name) / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         cmd = [
-            sys.executable, "-m", "volley.cli", "serve",
-            "--model-repository", str(repository),
-            "--grpc-address", "127.0.0.1", "--grpc-port", "0",
-            "--port-file", str(port_file), "--exit-timeout-secs", "5",
+            sys.executable,
+            "-m",
+            "volley.cli",
+            "serve",
+            "--model-repository",
+            str(repository),
+            "--grpc-address",
+            "127.0.0.1",
+            "--grpc-port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--exit-timeout-secs",
+            "5",
             *extra_args,
         ]
         self.proc = subprocess.Popen(

@@ -14,18 +14,34 @@ from pydantic import ValidationError
 
 def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a model repository over gRPC (KServe v2 protocol)")
-    p.add_argument("--model-repository", action="append", type=Path, dest="model_repository",
-                   help="model repository directory (repeatable); env VOLLEY_MODEL_REPOSITORY")
+    p.add_argument(
+        "--model-repository",
+        action="append",
+        type=Path,
+        dest="model_repository",
+        help="model repository directory (repeatable); env VOLLEY_MODEL_REPOSITORY",
+    )
     p.add_argument("--grpc-address", help="address to bind (default 0.0.0.0)")
     p.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 = any free port)")
     p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"])
-    p.add_argument("--load-model", action="append", default=[],
-                   help="with explicit control: model to load at start ('*' = all)")
+    p.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        help="with explicit control: model to load at start ('*' = all)",
+    )
     p.add_argument("--strict-readiness", type=_bool, metavar="BOOL")
-    p.add_argument("--exit-timeout-secs", type=float,
-                   help="grace period for in-flight requests on shutdown (default 30)")
-    p.add_argument("--strict-model-config", type=_bool, metavar="BOOL",
-                   help="disable auto-complete of model configs")
+    p.add_argument(
+        "--exit-timeout-secs",
+        type=float,
+        help="grace period for in-flight requests on shutdown (default 30)",
+    )
+    p.add_argument(
+        "--strict-model-config",
+        type=_bool,
+        metavar="BOOL",
+        help="disable auto-complete of model configs",
+    )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     p.add_argument("--port-file", type=Path, help="write the bound gRPC port to this file")
@@ -47,12 +63,22 @@ def _repo_parser(sub: Any) -> None:
     check.add_argument("path", type=Path)
 
 
+def _perf_parser(sub: Any) -> None:
+    from volley.loadgen.cli import add_arguments
+
+    p = sub.add_parser(
+        "perf", help="benchmark a KServe v2 gRPC server (Volley, Triton, MLServer, KServe)"
+    )
+    add_arguments(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``volley`` command."""
     parser = argparse.ArgumentParser(prog="volley", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _repo_parser(sub)
+    _perf_parser(sub)
     return parser
 
 
@@ -130,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run_serve(args)
     if args.command == "repo":
         return _run_repo(args)
+    if args.command == "perf":
+        from volley.loadgen.cli import run
+
+        return run(args)
     return 2
 
 

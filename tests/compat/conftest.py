@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server_process import EXAMPLE_REPOSITORY, ServerProcess  # noqa: E402
+from server_process import EXAMPLE_REPOSITORY, ServerProcess
 
 if "volley._proto.inference.grpc_service_pb2" in sys.modules:
     raise RuntimeError("run tests/compat in its own pytest process (see Makefile: make test)")

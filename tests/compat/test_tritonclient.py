@@ -9,8 +9,9 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from server_process import EXAMPLE_REPOSITORY, ServerProcess
 from tritonclient.utils import InferenceServerException
+
+from server_process import EXAMPLE_REPOSITORY, ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,10 @@ def test_health_and_metadata(client: grpcclient.InferenceServerClient) -> None:
     assert cfg["instance_group"][0]["count"] == 2
     index = client.get_model_repository_index(as_json=True)
     assert {m["name"]: m["state"] for m in index["models"]} == {
-        "dense_classifier": "READY", "simple": "READY", "text_features": "READY"}
+        "dense_classifier": "READY",
+        "simple": "READY",
+        "text_features": "READY",
+    }
 
 
 def test_infer_binary_inputs_matches_onnxruntime(client: grpcclient.InferenceServerClient) -> None:
@@ -59,8 +63,10 @@ def test_infer_binary_inputs_matches_onnxruntime(client: grpcclient.InferenceSer
 def test_infer_int32_bytes_and_int64(client: grpcclient.InferenceServerClient) -> None:
     a = np.arange(32, dtype=np.int32).reshape(2, 16)
     b = np.full((2, 16), 7, dtype=np.int32)
-    inputs = [grpcclient.InferInput("INPUT0", [2, 16], "INT32"),
-              grpcclient.InferInput("INPUT1", [2, 16], "INT32")]
+    inputs = [
+        grpcclient.InferInput("INPUT0", [2, 16], "INT32"),
+        grpcclient.InferInput("INPUT1", [2, 16], "INT32"),
+    ]
     inputs[0].set_data_from_numpy(a)
     inputs[1].set_data_from_numpy(b)
     result = client.infer("simple", inputs)
@@ -69,7 +75,10 @@ def test_infer_int32_bytes_and_int64(client: grpcclient.InferenceServerClient) -
 
     text = np.array([b"Hello", "Grüße".encode(), b""], dtype=object)
     ids = np.array([5, -2, 2**33], dtype=np.int64)
-    inputs = [grpcclient.InferInput("TEXT", [3], "BYTES"), grpcclient.InferInput("IDS", [3], "INT64")]
+    inputs = [
+        grpcclient.InferInput("TEXT", [3], "BYTES"),
+        grpcclient.InferInput("IDS", [3], "INT64"),
+    ]
     inputs[0].set_data_from_numpy(text)
     inputs[1].set_data_from_numpy(ids)
     result = client.infer("text_features", inputs)
@@ -82,12 +91,15 @@ def test_statistics_count_what_was_served(client: grpcclient.InferenceServerClie
     def count() -> tuple[int, int]:
         stats = client.get_inference_statistics("simple", as_json=True)["model_stats"][0]
         return int(stats.get("inference_count", 0)), int(
-            stats["inference_stats"]["success"].get("count", 0))
+            stats["inference_stats"]["success"].get("count", 0)
+        )
 
     before = count()
     x = np.zeros((3, 16), np.int32)
-    inputs = [grpcclient.InferInput("INPUT0", [3, 16], "INT32"),
-              grpcclient.InferInput("INPUT1", [3, 16], "INT32")]
+    inputs = [
+        grpcclient.InferInput("INPUT0", [3, 16], "INT32"),
+        grpcclient.InferInput("INPUT1", [3, 16], "INT32"),
+    ]
     for i in inputs:
         i.set_data_from_numpy(x)
     for _ in range(4):
@@ -111,12 +123,14 @@ def test_errors_carry_the_right_status(client: grpcclient.InferenceServerClient)
 def test_aio_client_concurrent_requests(server: ServerProcess) -> None:
     async def main() -> list[np.ndarray]:
         async with aioclient.InferenceServerClient(server.url) as aclient:
+
             async def one(i: int) -> np.ndarray:
                 x = np.full((1, 64), float(i), np.float32)
                 inp = aioclient.InferInput("INPUT", [1, 64], "FP32")
                 inp.set_data_from_numpy(x)
                 result = await aclient.infer("dense_classifier", [inp])
                 return result.as_numpy("LOGITS")
+
             return list(await asyncio.gather(*(one(i) for i in range(24))))
 
     results = asyncio.run(main())

@@ -48,11 +48,15 @@ async def test_health_metadata_and_config(example_repo: Path) -> None:
         assert meta.name == "volley" and "statistics" in meta.extensions
         md = await stub.ModelMetadata(pb.ModelMetadataRequest(name="dense_classifier"))
         assert md.platform == "onnxruntime_onnx" and list(md.versions) == ["1"]
-        assert [(t.name, t.datatype, list(t.shape)) for t in md.inputs] == [("INPUT", "FP32", [-1, 64])]
+        assert [(t.name, t.datatype, list(t.shape)) for t in md.inputs] == [
+            ("INPUT", "FP32", [-1, 64])
+        ]
         assert [t.name for t in md.outputs] == ["LOGITS", "PROBS"]
         cfg = (await stub.ModelConfig(pb.ModelConfigRequest(name="simple"))).config
         assert cfg.max_batch_size == 4 and cfg.HasField("dynamic_batching")
-        assert [i.name for i in cfg.input] == ["INPUT0", "INPUT1"] and list(cfg.input[0].dims) == [16]
+        assert [i.name for i in cfg.input] == ["INPUT0", "INPUT1"] and list(cfg.input[0].dims) == [
+            16
+        ]
         health = health_pb2_grpc.HealthStub(channel)
         status = (await health.Check(health_pb2.HealthCheckRequest())).status
         assert status == health_pb2.HealthCheckResponse.SERVING
@@ -69,13 +73,21 @@ async def test_infer_matches_in_process_onnxruntime(example_repo: Path) -> None:
     async with running_server(example_repo) as (_, stub, _ch):
         response = await stub.ModelInfer(dense_request(batch, id="req-7"))
         assert (response.id, response.model_name, response.model_version) == (
-            "req-7", "dense_classifier", "1")
+            "req-7",
+            "dense_classifier",
+            "1",
+        )
         logits, probs = reference_dense(batch)
-        by_name = {o.name: (o, raw) for o, raw in zip(response.outputs, response.raw_output_contents)}
+        by_name = {
+            o.name: (o, raw)
+            for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)
+        }
         for name, ref in (("LOGITS", logits), ("PROBS", probs)):
             out, raw = by_name[name]
             assert out.datatype == "FP32" and list(out.shape) == [5, 10]
-            np.testing.assert_allclose(np.frombuffer(raw, np.float32).reshape(5, 10), ref, rtol=1e-5)
+            np.testing.assert_allclose(
+                np.frombuffer(raw, np.float32).reshape(5, 10), ref, rtol=1e-5
+            )
         subset = dense_request(batch)
         subset.outputs.add(name="PROBS")
         response = await stub.ModelInfer(subset)
@@ -90,9 +102,10 @@ async def test_typed_contents_bytes_and_int64(example_repo: Path) -> None:
         ids = msg.inputs.add(name="IDS", datatype="INT64", shape=[4])
         ids.contents.int64_contents.extend([1, 2, 3, 2**40])
         response = await stub.ModelInfer(msg)
-        raw = dict(zip([o.name for o in response.outputs], response.raw_output_contents))
-        assert raw["TEXT_LOWER"] == (
-            b"\x05\0\0\0hello" + b"\0\0\0\0" + b"\x0a\0\0\0mixed case")
+        raw = dict(
+            zip([o.name for o in response.outputs], response.raw_output_contents, strict=True)
+        )
+        assert raw["TEXT_LOWER"] == (b"\x05\0\0\0hello" + b"\0\0\0\0" + b"\x0a\0\0\0mixed case")
         np.testing.assert_array_equal(np.frombuffer(raw["IDS_DOUBLED"], "<i8"), [2, 4, 6, 2**41])
         np.testing.assert_array_equal(np.frombuffer(raw["IDS_SUM"], "<i8"), [6 + 2**40])
 
@@ -103,14 +116,37 @@ async def test_bad_requests_get_clear_errors_and_harm_nobody(example_repo: Path)
         bad_size = dense_request(good)
         bad_size.raw_input_contents[0] = b"\0" * 12
         cases = [
-            (pb.ModelInferRequest(model_name="nope"), grpc.StatusCode.NOT_FOUND, "unknown model: 'nope'"),
-            (dense_request(good, model_version="9"), grpc.StatusCode.NOT_FOUND, "version 9 is not found"),
-            (dense_request(good, model_version="x"), grpc.StatusCode.INVALID_ARGUMENT, "version string"),
+            (
+                pb.ModelInferRequest(model_name="nope"),
+                grpc.StatusCode.NOT_FOUND,
+                "unknown model: 'nope'",
+            ),
+            (
+                dense_request(good, model_version="9"),
+                grpc.StatusCode.NOT_FOUND,
+                "version 9 is not found",
+            ),
+            (
+                dense_request(good, model_version="x"),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "version string",
+            ),
             (bad_size, grpc.StatusCode.INVALID_ARGUMENT, "expected 512 bytes"),
-            (dense_request(np.ones((33, 64))), grpc.StatusCode.INVALID_ARGUMENT, "batch-size must be <= 32"),
-            (dense_request(np.ones((1, 63))), grpc.StatusCode.INVALID_ARGUMENT, "Expected [-1, 64], got [1, 63]"),
-            (pb.ModelInferRequest(model_name="dense_classifier"), grpc.StatusCode.INVALID_ARGUMENT,
-             "expected 1 inputs but got 0"),
+            (
+                dense_request(np.ones((33, 64))),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "batch-size must be <= 32",
+            ),
+            (
+                dense_request(np.ones((1, 63))),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "Expected [-1, 64], got [1, 63]",
+            ),
+            (
+                pb.ModelInferRequest(model_name="dense_classifier"),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "expected 1 inputs but got 0",
+            ),
         ]
         wrong_type = dense_request(good)
         wrong_type.inputs[0].datatype = "FP64"
@@ -129,7 +165,7 @@ async def test_bad_requests_get_clear_errors_and_harm_nobody(example_repo: Path)
             *(good_call() for _ in range(10)),
         )
         expected = reference_dense(good)[0].reshape(-1)
-        for logits in results[len(cases):]:
+        for logits in results[len(cases) :]:
             np.testing.assert_allclose(logits, expected, rtol=1e-5)
         stats = await stub.ModelStatistics(pb.ModelStatisticsRequest(name="dense_classifier"))
         s = stats.model_stats[0]
@@ -152,29 +188,43 @@ async def test_statistics_and_repository_index(example_repo: Path) -> None:
         assert [(b.batch_size, b.compute_infer.count) for b in dense.batch_stats] == [(4, 3)]
         await expect_error(
             stub.ModelStatistics(pb.ModelStatisticsRequest(name="nope")),
-            grpc.StatusCode.INVALID_ARGUMENT, "'nope' is not available")
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "'nope' is not available",
+        )
         index = await stub.RepositoryIndex(pb.RepositoryIndexRequest())
         assert [(m.name, m.version, m.state) for m in index.models] == [
-            ("dense_classifier", "1", "READY"), ("simple", "1", "READY"), ("text_features", "1", "READY")]
+            ("dense_classifier", "1", "READY"),
+            ("simple", "1", "READY"),
+            ("text_features", "1", "READY"),
+        ]
 
 
 async def test_unimplemented_and_mode_errors(example_repo: Path) -> None:
     async with running_server(example_repo) as (_, stub, _ch):
         await expect_error(
             stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()),
-            grpc.StatusCode.UNIMPLEMENTED, "shared memory")
+            grpc.StatusCode.UNIMPLEMENTED,
+            "shared memory",
+        )
         await expect_error(
             stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="simple")),
-            grpc.StatusCode.UNAVAILABLE, "explicit model load / unload is not allowed")
+            grpc.StatusCode.UNAVAILABLE,
+            "explicit model load / unload is not allowed",
+        )
         await expect_error(
             stub.RepositoryIndex(pb.RepositoryIndexRequest(repository_name="r")),
-            grpc.StatusCode.UNIMPLEMENTED, "repository_name")
+            grpc.StatusCode.UNIMPLEMENTED,
+            "repository_name",
+        )
 
 
 async def test_explicit_mode_load_and_unload(example_repo: Path) -> None:
     async with running_server(example_repo, model_control_mode="explicit") as (_, stub, _ch):
-        await expect_error(stub.ModelReady(pb.ModelReadyRequest(name="simple")),
-                           grpc.StatusCode.NOT_FOUND, "simple")
+        await expect_error(
+            stub.ModelReady(pb.ModelReadyRequest(name="simple")),
+            grpc.StatusCode.NOT_FOUND,
+            "simple",
+        )
         await stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="simple"))
         assert (await stub.ModelReady(pb.ModelReadyRequest(name="simple"))).ready
         await stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="simple"))
@@ -184,21 +234,28 @@ async def test_explicit_mode_load_and_unload(example_repo: Path) -> None:
         assert [(m.state, m.reason) for m in simple] == [("UNAVAILABLE", "unloaded")]
         await expect_error(
             stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="missing")),
-            grpc.StatusCode.INVALID_ARGUMENT, "load failed for model 'missing'")
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "load failed for model 'missing'",
+        )
 
 
 async def test_broken_model_does_not_stop_the_others(example_repo: Path) -> None:
     broken = example_repo / "broken"
     (broken / "1").mkdir(parents=True)
     (broken / "1" / "model.onnx").write_bytes(b"this is not onnx")
-    (broken / "config.pbtxt").write_text('backend: "onnxruntime"\nmax_batch_size: 0\n'
-                                         'input [{name: "x" data_type: TYPE_FP32 dims: [1]}]\n'
-                                         'output [{name: "y" data_type: TYPE_FP32 dims: [1]}]\n')
+    (broken / "config.pbtxt").write_text(
+        'backend: "onnxruntime"\nmax_batch_size: 0\n'
+        'input [{name: "x" data_type: TYPE_FP32 dims: [1]}]\n'
+        'output [{name: "y" data_type: TYPE_FP32 dims: [1]}]\n'
+    )
     async with running_server(example_repo) as (_, stub, _ch):
         assert not (await stub.ServerReady(pb.ServerReadyRequest())).ready
         await stub.ModelInfer(dense_request(np.ones((1, 64))))
         index = await stub.RepositoryIndex(pb.RepositoryIndexRequest())
         entry = next(m for m in index.models if m.name == "broken")
         assert entry.state == "UNAVAILABLE" and entry.reason
-        await expect_error(stub.ModelInfer(pb.ModelInferRequest(model_name="broken")),
-                           grpc.StatusCode.NOT_FOUND, "no available versions")
+        await expect_error(
+            stub.ModelInfer(pb.ModelInferRequest(model_name="broken")),
+            grpc.StatusCode.NOT_FOUND,
+            "no available versions",
+        )

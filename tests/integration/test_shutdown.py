@@ -17,7 +17,7 @@ from volley._proto.inference import grpc_service_pb2 as pb
 from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from server_process import ServerProcess  # noqa: E402
+from server_process import ServerProcess
 
 ROWS, WIDTH, LAYERS = 256, 512, 12
 
@@ -31,7 +31,8 @@ def slow_repository(root: Path) -> Path:
         nodes.append(helper.make_node("MatMul", [prev, "W"], [out]))
         prev = out
     graph = helper.make_graph(
-        nodes, "slow",
+        nodes,
+        "slow",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [ROWS, WIDTH])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [ROWS, WIDTH])],
         initializer=[numpy_helper.from_array(weight, "W")],

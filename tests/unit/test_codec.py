@@ -12,15 +12,29 @@ from volley.errors import InvalidArgument, Unimplemented
 from volley.frontend import codec, tensors
 from volley.repository.spec import ModelSpec, TensorSpec
 
-FIXED = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-         "FP16", "FP32", "FP64", "BF16"]
+FIXED = [
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BF16",
+]
 
 
 def sample(datatype: str, shape: tuple[int, ...]) -> np.ndarray:
     rng = np.random.default_rng(3)
     if datatype == "BYTES":
-        flat = np.array([f"elem-{i}".encode() * (i % 3) for i in range(int(np.prod(shape)))],
-                        dtype=object)
+        flat = np.array(
+            [f"elem-{i}".encode() * (i % 3) for i in range(int(np.prod(shape)))], dtype=object
+        )
         return flat.reshape(shape)
     if datatype == "BOOL":
         return rng.integers(0, 2, shape).astype(bool)
@@ -33,8 +47,12 @@ def sample(datatype: str, shape: tuple[int, ...]) -> np.ndarray:
 
 def spec_for(datatype: str, dims: tuple[int, ...], max_batch: int = 8) -> ModelSpec:
     return ModelSpec(
-        name="m", platform="onnxruntime_onnx", backend="onnxruntime", max_batch_size=max_batch,
-        inputs=(TensorSpec("X", datatype, dims),), outputs=(TensorSpec("Y", datatype, dims),),
+        name="m",
+        platform="onnxruntime_onnx",
+        backend="onnxruntime",
+        max_batch_size=max_batch,
+        inputs=(TensorSpec("X", datatype, dims),),
+        outputs=(TensorSpec("Y", datatype, dims),),
         batching=None,
     )
 
@@ -71,7 +89,7 @@ def test_typed_contents_round_trip(datatype: str) -> None:
 
 def test_bytes_framing_matches_the_protocol_example() -> None:
     raw = tensors.serialize_bytes(np.array([b"hi", b""], dtype=object))
-    assert raw == bytes.fromhex("02000000" "6869" "00000000")
+    assert raw == bytes.fromhex("02000000686900000000")
 
 
 @pytest.mark.parametrize(
@@ -130,7 +148,9 @@ def test_decode_valid_request() -> None:
         ("FP32", [2, 4], 16, "expected 32 bytes"),
     ],
 )
-def test_decode_rejects_bad_input(datatype: str, shape: list[int], nbytes: int, fragment: str) -> None:
+def test_decode_rejects_bad_input(
+    datatype: str, shape: list[int], nbytes: int, fragment: str
+) -> None:
     with pytest.raises(InvalidArgument, match=fragment) as info:
         codec.decode(request(datatype, shape, b"\0" * nbytes), spec_for("FP32", (4,)), 0)
     assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
@@ -186,7 +206,9 @@ def test_requested_outputs_and_encode() -> None:
     assert (response.model_name, response.model_version, response.id) == ("m", "3", "req-1")
     assert list(response.outputs[0].shape) == [1, 4]
     assert response.outputs[0].datatype == "FP32"
-    np.testing.assert_array_equal(np.frombuffer(response.raw_output_contents[0], np.float32), out[0])
+    np.testing.assert_array_equal(
+        np.frombuffer(response.raw_output_contents[0], np.float32), out[0]
+    )
     msg.outputs.add(name="NOPE")
     with pytest.raises(InvalidArgument, match="unexpected inference output 'NOPE'"):
         codec.decode(msg, spec, 0)

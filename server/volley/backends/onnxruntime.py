@@ -47,7 +47,7 @@ def session_options(spec: ModelSpec) -> ort.SessionOptions:
     except ValueError as exc:
         raise ConfigError(
             f"model '{spec.name}': ONNX Runtime thread/mode parameters must be integers ({exc})",
-            hint='write e.g. parameters { key: "intra_op_thread_count" value: { string_value: "1" } }',
+            hint='e.g. parameters { key: "intra_op_thread_count" value: { string_value: "1" } }',
         ) from exc
     if "enable_mem_arena" in params:
         opts.enable_cpu_mem_arena = _flag(params["enable_mem_arena"])

@@ -226,4 +226,3 @@ def encode(
         response.outputs.add(name=name, datatype=datatype, shape=array.shape)
         raw.append(tensors.to_raw(array, datatype))
     return response
-

@@ -15,7 +15,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     def __init__(self, ready: Callable[[], bool]) -> None:
         self._ready = ready
 
-    async def Check(  # noqa: N802 - gRPC method name
+    async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> health_pb2.HealthCheckResponse:
         status = (

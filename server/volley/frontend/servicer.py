@@ -36,7 +36,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # -- health and metadata ------------------------------------------------------------------
     @handled
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: Ctx) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: Ctx
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self._server.live)
 
     @handled
@@ -46,7 +48,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self._server.ready())
 
     @handled
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: Ctx) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Ctx
+    ) -> pb.ModelReadyResponse:
         mv = self._registry.lookup(request.name, request.version)
         return pb.ModelReadyResponse(ready=mv.ready)
 
@@ -93,7 +97,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
     # -- inference ----------------------------------------------------------------------------
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Ctx) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Ctx
+    ) -> pb.ModelInferResponse:
         arrival = _monotonic_ns()
         mv: ModelVersion | None = None
         try:
@@ -142,8 +148,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     if mv.ready:
                         response.model_stats.append(mv.stats.to_proto())
             return response
-        entry = self._registry.get(request.name)
-        if entry is None or entry.default is None:
+        named = self._registry.get(request.name)
+        if named is None or named.default is None:
             raise InvalidArgument(f"requested model '{request.name}' is not available")
         if request.version:
             mv = self._registry.lookup(request.name, request.version)
@@ -153,7 +159,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 )
             response.model_stats.append(mv.stats.to_proto())
         else:
-            for _, mv in sorted(entry.versions.items()):
+            for _, mv in sorted(named.versions.items()):
                 if mv.ready:
                     response.model_stats.append(mv.stats.to_proto())
         return response
@@ -198,7 +204,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             await self._server.manager.load(request.model_name)
         except VolleyError as exc:
-            raise InvalidArgument(f"load failed for model '{request.model_name}': {exc.message}")
+            raise InvalidArgument(
+                f"load failed for model '{request.model_name}': {exc.message}"
+            ) from exc
         return pb.RepositoryModelLoadResponse()
 
     @handled

@@ -107,7 +107,9 @@ class ModelManager:
             except VolleyError:
                 raise
             except Exception as exc:
-                raise ConfigError(f"model '{mv.name}' version {mv.version} failed warmup: {exc}")
+                raise ConfigError(
+                    f"model '{mv.name}' version {mv.version} failed warmup: {exc}"
+                ) from exc
         mv.stats.memory_bytes.update(loaded.memory_bytes)
         mv.scheduler = create_scheduler(mv.spec, loaded, mv.stats)
         mv.scheduler.start()

@@ -155,7 +155,8 @@ class ModelSpec:
                     int(k): QueuePolicy.from_proto(v) for k, v in db.priority_queue_policy.items()
                 },
             )
-        count, kind, gpus = 0, "CPU", ()
+        count, kind = 0, "CPU"
+        gpus: tuple[int, ...] = ()
         for group in config.instance_group:
             count += max(int(group.count), 1) * max(len(group.gpus), 1)
             if group.kind == mc.ModelInstanceGroup.KIND_GPU:

@@ -67,7 +67,9 @@ class ModelStats:
         self.compute_infer.add(infer_ns)
         self.compute_output.add(output_ns)
 
-    def record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+    def record_execution(
+        self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
         """One model execution of ``batch_size`` rows."""
         self.execution_count += 1
         row = self.batches.get(batch_size)

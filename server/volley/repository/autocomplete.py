@@ -1,0 +1,329 @@
+"""Triton's backend auto-complete: fill inputs, outputs and batching from the model file.
+
+For ONNX models the graph signature is read with ``onnx.load(..., load_external_data=False)``
+(no session, no GPU). A configuration that already lists inputs *and* outputs is not
+auto-completed, only cross-checked against the model, as the ORT backend does. TensorRT
+engines cannot be inspected here, so their inputs and outputs must be configured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import onnx
+from onnx import TensorProto
+
+from volley import dtypes
+from volley._proto.inference import model_config_pb2 as mc
+from volley.errors import ConfigError
+
+#: ONNX ``TensorProto`` element type -> v2 datatype string.
+ONNX_DATATYPES: Final[dict[int, str]] = {
+    TensorProto.BOOL: "BOOL",
+    TensorProto.UINT8: "UINT8",
+    TensorProto.UINT16: "UINT16",
+    TensorProto.UINT32: "UINT32",
+    TensorProto.UINT64: "UINT64",
+    TensorProto.INT8: "INT8",
+    TensorProto.INT16: "INT16",
+    TensorProto.INT32: "INT32",
+    TensorProto.INT64: "INT64",
+    TensorProto.FLOAT16: "FP16",
+    TensorProto.FLOAT: "FP32",
+    TensorProto.DOUBLE: "FP64",
+    TensorProto.STRING: "BYTES",
+    TensorProto.BFLOAT16: "BF16",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """One graph input or output as the model file declares it."""
+
+    name: str
+    #: v2 datatype string; None for element types the protocol cannot carry.
+    datatype: str | None
+    #: Full shape with ``-1`` for symbolic/unknown dims; None when the rank is unknown.
+    shape: tuple[int, ...] | None
+    #: Name of the ONNX element type, for messages.
+    onnx_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIO:
+    """The signature of a model file."""
+
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    #: Graph inputs that have an initializer (the request may override them; optional).
+    overridable: tuple[TensorInfo, ...] = ()
+
+    def can_batch(self) -> bool:
+        """True when every input and output has a dynamic first dimension."""
+        return all(
+            t.shape is not None and len(t.shape) > 0 and t.shape[0] == -1
+            for t in (*self.inputs, *self.outputs)
+        )
+
+
+def read_onnx_io(path: Path) -> ModelIO:
+    """Read the input/output signature of an ONNX file without loading external weights."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot read ONNX model: {exc}",
+            path=str(path),
+            hint="make sure the file is a valid ONNX model (onnx.checker.check_model)",
+        ) from exc
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    initializers.update(init.values.name for init in graph.sparse_initializer)
+    inputs = [_tensor_info(v, path) for v in graph.input]
+    if not graph.output:
+        raise ConfigError(
+            "ONNX model has no graph outputs",
+            path=str(path),
+            hint="make sure the file is an ONNX model exported with its outputs",
+        )
+    return ModelIO(
+        inputs=tuple(t for t in inputs if t.name not in initializers),
+        outputs=tuple(_tensor_info(v, path) for v in graph.output),
+        overridable=tuple(t for t in inputs if t.name in initializers),
+    )
+
+
+def autocomplete(
+    config: mc.ModelConfig,
+    model_file: Path,
+    *,
+    default_max_batch_size: int = 4,
+    fill: bool = True,
+    config_path: str = "",
+) -> None:
+    """Complete ``config`` in place from ``model_file`` and cross-check it against the model.
+
+    ``config.backend`` must already be set. With ``fill`` False nothing is added, the
+    configuration is only checked. Errors about the configuration name ``config_path``.
+    """
+    if config.backend == "tensorrt":
+        _complete_tensorrt(config, fill=fill, config_path=config_path)
+        return
+    io = read_onnx_io(model_file)
+    if fill and not (config.input and config.output):
+        complete_from_io(
+            config, io, default_max_batch_size=default_max_batch_size, config_path=config_path
+        )
+    check_against_io(config, io, config_path=config_path)
+
+
+def complete_from_io(
+    config: mc.ModelConfig, io: ModelIO, *, default_max_batch_size: int = 4, config_path: str = ""
+) -> None:
+    """Fill ``max_batch_size``, missing inputs/outputs and ``dynamic_batching`` from ``io``."""
+    if io.can_batch():
+        if config.max_batch_size == 0:
+            config.max_batch_size = max(default_max_batch_size, 0)
+        if config.max_batch_size > 1 and config.WhichOneof("scheduling_choice") is None:
+            config.dynamic_batching.SetInParent()
+    elif config.max_batch_size != 0:
+        raise ConfigError(
+            f"max_batch_size is {config.max_batch_size} but the model does not support "
+            f"batching: {_why_not_batchable(io)}",
+            path=config_path,
+            hint="set max_batch_size: 0 (dims are then the full shape), or export the model "
+            "with a dynamic first dimension on every input and output",
+        )
+    batched = config.max_batch_size > 0
+    if not config.input:
+        for info in io.inputs:
+            _fill_tensor(config.input.add(), info, batched=batched, config_path=config_path)
+    if not config.output:
+        for out in io.outputs:
+            _fill_tensor(config.output.add(), out, batched=batched, config_path=config_path)
+
+
+def check_against_io(config: mc.ModelConfig, io: ModelIO, *, config_path: str = "") -> None:
+    """Check the configured inputs/outputs against the model's: names, datatypes, dims."""
+    batched = config.max_batch_size > 0
+    model_inputs = {t.name: t for t in io.inputs}
+    allowed_inputs = {**{t.name: t for t in io.overridable}, **model_inputs}
+    configured: set[str] = set()
+    for tensor in config.input:
+        info = allowed_inputs.get(tensor.name)
+        if info is None:
+            raise _unknown("input", tensor.name, allowed_inputs, config_path)
+        if tensor.optional and tensor.name in model_inputs:
+            raise ConfigError(
+                f"input '{tensor.name}' is marked optional but the model requires it",
+                path=config_path,
+                hint="only inputs that have an initializer in the ONNX graph can be optional",
+            )
+        if tensor.optional and batched:
+            raise ConfigError(
+                f"optional input '{tensor.name}' is not supported for a model with "
+                "max_batch_size > 0",
+                path=config_path,
+                hint="remove 'optional: true' or set max_batch_size: 0",
+            )
+        _check_tensor("input", tensor, info, batched=batched, config_path=config_path)
+        configured.add(tensor.name)
+    missing = [name for name in model_inputs if name not in configured]
+    if missing:
+        raise ConfigError(
+            f"configuration lacks model input(s) {', '.join(repr(n) for n in missing)}; "
+            f"configuration has {len(config.input)} input(s), model requires {len(model_inputs)}",
+            path=config_path,
+            hint="list every model input in 'input', or remove 'input' and 'output' to "
+            "let auto-complete fill them",
+        )
+    model_outputs = {t.name: t for t in io.outputs}
+    for output in config.output:
+        info = model_outputs.get(output.name)
+        if info is None:
+            raise _unknown("output", output.name, model_outputs, config_path)
+        _check_tensor("output", output, info, batched=batched, config_path=config_path)
+
+
+def _complete_tensorrt(config: mc.ModelConfig, *, fill: bool, config_path: str) -> None:
+    if not config.input or not config.output:
+        raise ConfigError(
+            "a TensorRT model needs its inputs and outputs in the configuration",
+            path=config_path,
+            hint="Volley cannot auto-complete from a TensorRT engine: list every input and "
+            "output with name, data_type and dims (and max_batch_size) in config.pbtxt",
+        )
+    if fill and config.max_batch_size > 1 and config.WhichOneof("scheduling_choice") is None:
+        config.dynamic_batching.SetInParent()
+
+
+def _tensor_info(value: onnx.ValueInfoProto, path: Path) -> TensorInfo:
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        raise ConfigError(
+            f"model tensor '{value.name}' has type '{kind}', only tensors are supported",
+            path=str(path),
+            hint="export the model with plain tensor inputs and outputs",
+        )
+    tensor_type = value.type.tensor_type
+    elem = int(tensor_type.elem_type)
+    shape: tuple[int, ...] | None = None
+    if tensor_type.HasField("shape"):
+        shape = tuple(
+            int(d.dim_value) if d.WhichOneof("value") == "dim_value" and d.dim_value >= 0 else -1
+            for d in tensor_type.shape.dim
+        )
+    onnx_type = TensorProto.DataType.Name(elem) if elem in TensorProto.DataType.values() else ""
+    return TensorInfo(value.name, ONNX_DATATYPES.get(elem), shape, onnx_type or str(elem))
+
+
+def _fill_tensor(
+    tensor: mc.ModelInput | mc.ModelOutput, info: TensorInfo, *, batched: bool, config_path: str
+) -> None:
+    if info.datatype is None:
+        raise ConfigError(
+            f"model tensor '{info.name}' has element type {info.onnx_type}, which the "
+            "protocol cannot carry",
+            path=config_path,
+            hint="cast the tensor in the model to a supported type (FP32, INT64, ...)",
+        )
+    if info.shape is None:
+        raise ConfigError(
+            f"model tensor '{info.name}' has no shape information, auto-complete cannot "
+            "derive its dims",
+            path=config_path,
+            hint="declare the model's inputs and outputs in the configuration",
+        )
+    tensor.name = info.name
+    tensor.data_type = mc.DataType.ValueType(dtypes.TO_CONFIG[info.datatype])
+    dims = info.shape[1:] if batched else info.shape
+    if dims:
+        tensor.dims.extend(dims)
+    else:
+        tensor.dims.append(1)
+        if batched:
+            tensor.reshape.SetInParent()
+
+
+def _check_tensor(
+    kind: str,
+    tensor: mc.ModelInput | mc.ModelOutput,
+    info: TensorInfo,
+    *,
+    batched: bool,
+    config_path: str,
+) -> None:
+    configured = dtypes.FROM_CONFIG.get(tensor.data_type)
+    if configured is not None and configured != info.datatype:
+        model_type = (
+            mc.DataType.Name(mc.DataType.ValueType(dtypes.TO_CONFIG[info.datatype]))
+            if info.datatype is not None
+            else info.onnx_type
+        )
+        raise ConfigError(
+            f"configuration expects datatype {mc.DataType.Name(tensor.data_type)} for {kind} "
+            f"'{tensor.name}', model provides {model_type}",
+            path=config_path,
+            hint=f"set data_type: {model_type} for {kind} '{tensor.name}'",
+        )
+    if info.shape is None:
+        return
+    dims = (
+        [int(d) for d in tensor.reshape.shape]
+        if tensor.HasField("reshape")
+        else [int(d) for d in tensor.dims]
+    )
+    if not info.shape:
+        if any(d != 1 for d in dims):
+            raise ConfigError(
+                f"{kind} '{tensor.name}' is a scalar in the model, its dims must be [ 1 ]",
+                path=config_path,
+                hint="set dims: [ 1 ] for a scalar model tensor",
+            )
+        return
+    if batched and info.shape[0] != -1:
+        raise ConfigError(
+            f"max_batch_size > 0 but {kind} '{tensor.name}' has a fixed first dimension "
+            f"{_shape(info.shape)} in the model, so the model cannot batch",
+            path=config_path,
+            hint="set max_batch_size: 0 and give the full shape in dims",
+        )
+    full = ([-1] if batched else []) + dims
+    matches = len(full) == len(info.shape) and all(
+        m == -1 or m == c for m, c in zip(info.shape, full, strict=True)
+    )
+    if not matches:
+        batch_note = " (batch dimension first, as max_batch_size > 0)" if batched else ""
+        raise ConfigError(
+            f"{kind} '{tensor.name}': the model expects shape {_shape(info.shape)} but the "
+            f"configuration specifies {_shape(full)}{batch_note}",
+            path=config_path,
+            hint="make dims match the model (without the batch dimension when "
+            "max_batch_size > 0); -1 marks a variable dimension",
+        )
+
+
+def _unknown(kind: str, name: str, allowed: dict[str, Any], config_path: str) -> ConfigError:
+    names = ", ".join(sorted(allowed)) or "none"
+    return ConfigError(
+        f"configuration {kind} '{name}' is not among the model's {kind}s ({names})",
+        path=config_path,
+        hint=f"use the ONNX graph's {kind} names exactly",
+    )
+
+
+def _why_not_batchable(io: ModelIO) -> str:
+    for info in (*io.inputs, *io.outputs):
+        if info.shape is None:
+            return f"tensor '{info.name}' has unknown rank"
+        if not info.shape:
+            return f"tensor '{info.name}' is a scalar"
+        if info.shape[0] != -1:
+            return f"tensor '{info.name}' has fixed first dimension {info.shape[0]}"
+    return "no dynamic first dimension"
+
+
+def _shape(shape: tuple[int, ...] | list[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"

@@ -1,0 +1,97 @@
+"""``volley repo check``: find every problem in a model repository in one run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+
+from volley.errors import ConfigError
+from volley.repository import layout
+from volley.repository.loader import LoadedConfig, load_model_config
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a repository: which model, which file, what and how to fix."""
+
+    model: str
+    path: str
+    message: str
+    hint: str
+
+
+def check_repository(path: Path, *, gpu_count: int = 0) -> list[Problem]:
+    """Load every model of the repository at ``path`` and collect all problems found.
+
+    Each model's configuration is loaded as the server would, and each selected ONNX file
+    is opened in an ONNX Runtime CPU session. An empty list means the repository is fine.
+    """
+    try:
+        models = layout.list_models(path)
+    except ConfigError as exc:
+        return [Problem(model="", path=exc.path or str(path), message=exc.message, hint=exc.hint)]
+    problems: list[Problem] = []
+    for name, model_dir in models.items():
+        try:
+            loaded = load_model_config(model_dir, gpu_count=gpu_count)
+        except ConfigError as exc:
+            problems.append(_from_error(name, model_dir, exc))
+            continue
+        except Exception as exc:
+            problems.append(
+                Problem(
+                    model=name,
+                    path=str(model_dir),
+                    message=f"unexpected error while loading: {exc}",
+                    hint="check the model directory's files and permissions",
+                )
+            )
+            continue
+        problems.extend(_check_sessions(name, loaded))
+    return problems
+
+
+def format_problems(problems: Iterable[Problem]) -> str:
+    """One block per problem: ``path: message`` then an indented ``hint:`` line."""
+    blocks = []
+    for problem in problems:
+        block = f"{problem.path}: {problem.message}"
+        if problem.hint:
+            block += f"\n  hint: {problem.hint}"
+        blocks.append(block)
+    return "\n".join(blocks)
+
+
+def _from_error(model: str, model_dir: Path, exc: ConfigError) -> Problem:
+    return Problem(
+        model=model,
+        path=exc.path or str(model_dir),
+        message=exc.message,
+        hint=exc.hint or "see the model configuration spec",
+    )
+
+
+def _check_sessions(model: str, loaded: LoadedConfig) -> list[Problem]:
+    if loaded.config.backend != "onnxruntime":
+        return []
+    problems = []
+    for version, model_file in loaded.versions.items():
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            problems.append(
+                Problem(
+                    model=model,
+                    path=str(model_file),
+                    message=f"ONNX Runtime cannot load version {version}: {exc}",
+                    hint="check the model with onnx.checker.check_model and that its opset "
+                    f"is supported by onnxruntime {ort.__version__}",
+                )
+            )
+    return problems
