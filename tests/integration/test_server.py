@@ -259,3 +259,18 @@ async def test_broken_model_does_not_stop_the_others(example_repo: Path) -> None
             grpc.StatusCode.NOT_FOUND,
             "no available versions",
         )
+
+
+async def test_stream_infer_keeps_order_and_reports_errors_in_stream(example_repo: Path) -> None:
+    async with running_server(example_repo) as (_, stub, _ch):
+        good = [dense_request(np.full((1, 64), float(i)), id=f"ok-{i}") for i in range(5)]
+        bad = dense_request(np.ones((1, 63)), id="bad")
+        requests = [good[0], good[1], bad, good[2], good[3], good[4]]
+        answers = [a async for a in stub.ModelStreamInfer(iter(requests))]
+        assert [a.infer_response.id for a in answers] == [r.id for r in requests]
+        assert "Expected [-1, 64], got [1, 63]" in answers[2].error_message
+        for answer in answers[:2] + answers[3:]:
+            assert answer.error_message == ""
+            assert answer.infer_response.parameters["triton_final_response"].bool_param
+        logits = np.frombuffer(answers[3].infer_response.raw_output_contents[0], np.float32)
+        np.testing.assert_allclose(logits, reference_dense(np.full((1, 64), 2.0))[0][0], rtol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ from volley._proto.inference import grpc_service_pb2 as pb
 from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from volley.errors import InvalidArgument, Unavailable, Unimplemented, VolleyError
 from volley.frontend import codec
-from volley.frontend.errors import abort, handled
+from volley.frontend.errors import abort, handled, to_status
 from volley.repository.registry import ModelState, ModelVersion, Registry
 
 if TYPE_CHECKING:
@@ -22,7 +23,12 @@ if TYPE_CHECKING:
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 #: Protocol extensions this server implements (``ServerMetadataResponse.extensions``).
-EXTENSIONS = ("model_repository", "schedule_policy", "model_configuration", "statistics")
+EXTENSIONS = (
+    "model_repository",
+    "schedule_policy",
+    "model_configuration",
+    "statistics",
+)
 
 _monotonic_ns = time.monotonic_ns
 
@@ -113,13 +119,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
 
     async def _infer(
-        self, mv: ModelVersion, request: pb.ModelInferRequest, context: Ctx, arrival: int
+        self, mv: ModelVersion, request: pb.ModelInferRequest, context: Ctx | None, arrival: int
     ) -> pb.ModelInferResponse:
         scheduler = mv.scheduler
         if scheduler is None:
             raise Unavailable(f"'{mv.name}' version {mv.version} is not at ready state")
         decoded = codec.decode(request, mv.spec, arrival)
-        remaining = context.time_remaining()
+        remaining = context.time_remaining() if context is not None else None
         if remaining is not None:
             decoded.request.deadline_ns = arrival + int(remaining * 1e9)
         outputs = await scheduler.infer(decoded.request)
@@ -130,11 +136,45 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Ctx
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        raise_unimplemented = Unimplemented(
-            "ModelStreamInfer is not supported by this server yet; use ModelInfer"
-        )
-        await abort(context, raise_unimplemented)
-        yield pb.ModelStreamInferResponse()  # pragma: no cover - abort raises
+        """Each request runs concurrently; responses are written in arrival order."""
+        order: asyncio.Queue[asyncio.Task[pb.ModelStreamInferResponse] | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await order.put(asyncio.ensure_future(self._stream_one(request)))
+            finally:
+                await order.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await order.get()) is not None:
+                yield await task
+            await reader
+        finally:
+            reader.cancel()
+            while not order.empty():
+                leftover = order.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
+
+    async def _stream_one(self, request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+        arrival = _monotonic_ns()
+        mv: ModelVersion | None = None
+        try:
+            mv = self._registry.resolve(request.model_name, request.model_version)
+            response = await self._infer(mv, request, None, arrival)
+            response.parameters["triton_final_response"].bool_param = True
+            return pb.ModelStreamInferResponse(infer_response=response)
+        except Exception as exc:
+            if mv is not None:
+                mv.stats.record_failure(_monotonic_ns() - arrival)
+            _, message = to_status(exc)
+            failed = pb.ModelStreamInferResponse(error_message=message)
+            failed.infer_response.id = request.id
+            failed.infer_response.model_name = request.model_name
+            failed.infer_response.model_version = request.model_version
+            return failed
 
     # -- statistics and repository ------------------------------------------------------------
     @handled
