@@ -1,0 +1,1 @@
+"""Scheduling of inference requests onto model instances."""

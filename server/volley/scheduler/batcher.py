@@ -1,0 +1,298 @@
+"""The asyncio side of dynamic batching: futures, timers and executor threads.
+
+The batching core (``volley.scheduler.core``) decides which queued requests form the next
+batch and when; this module owns the futures, the instance threads and the statistics. A
+model without dynamic batching goes through the same path with batches of one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+import numpy as np
+
+from volley.backends.base import ModelInstance
+from volley.errors import DeadlineExceeded, Internal, Unavailable, VolleyError
+from volley.repository.spec import ModelSpec, QueuePolicy
+from volley.scheduler import core
+from volley.scheduler.request import InferRequest, Outputs
+from volley.telemetry.stats import ModelStats
+
+log = logging.getLogger("volley.scheduler")
+
+_now = time.monotonic_ns
+_MAX_SHAPE_KEYS = 4096
+
+
+class _Batch:
+    """One formed batch on its way through an instance (and, if ordered, the release queue)."""
+
+    __slots__ = ("error", "futures", "instance", "outputs", "requests", "start_ns", "timings")
+
+    def __init__(
+        self,
+        requests: list[InferRequest],
+        futures: list[asyncio.Future[Outputs]],
+        instance: ModelInstance,
+    ) -> None:
+        self.requests = requests
+        self.futures = futures
+        self.instance = instance
+        self.start_ns = _now()
+        self.outputs: list[Outputs] | None = None
+        self.error: BaseException | None = None
+        self.timings = (0, 0, 0)
+
+
+class DynamicBatcher:
+    """Queues requests of one model version and runs batches on its instances in parallel."""
+
+    def __init__(self, spec: ModelSpec, instances: list[ModelInstance], stats: ModelStats) -> None:
+        self._spec = spec
+        self._name = spec.name
+        self._instances = list(instances)
+        self._free: list[ModelInstance] = list(instances)
+        self._stats = stats
+        batching = spec.batching
+        self._batching = batching
+        self._policies: tuple[QueuePolicy, ...] = ()
+        if batching is None:
+            self._queue = core.BatchQueue(1, (1,), 0, 0, (0,), (False,))
+        else:
+            levels = batching.priority_levels
+            policies = (
+                [batching.queue_policy(level) for level in range(1, levels + 1)]
+                if levels
+                else [batching.default_queue_policy]
+            )
+            self._policies = tuple(policies)
+            self._queue = core.BatchQueue(
+                spec.max_batch_size,
+                batching.preferred_batch_sizes,
+                batching.max_queue_delay_us * 1000,
+                levels,
+                [p.max_queue_size for p in policies],
+                [p.delay_on_timeout for p in policies],
+            )
+        self._ordered = batching is not None and batching.preserve_ordering
+        self._release: deque[_Batch] = deque()
+        self._pending: dict[int, tuple[InferRequest, asyncio.Future[Outputs]]] = {}
+        self._keys: dict[Hashable, int] = {}
+        self._next_rid = 0
+        self._running = 0
+        self._pool = ThreadPoolExecutor(
+            max_workers=len(self._instances), thread_name_prefix=f"volley-{spec.name}"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- frontend side --------------------------------------------------------------------------
+    @property
+    def inflight(self) -> int:
+        return len(self._pending) + self._running
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._task = self._loop.create_task(self._run(), name=f"batcher-{self._name}")
+
+    async def infer(self, request: InferRequest) -> Outputs:
+        loop, wake = self._loop, self._wake
+        if self._stopping or loop is None or wake is None:
+            raise Unavailable(f"model '{self._name}' is not accepting requests (unloading)")
+        rid = self._next_rid
+        self._next_rid = rid + 1
+        level, expire_ns = self._level_and_expiry(request)
+        key = self._keys.get(request.shape_key)
+        if key is None:
+            if len(self._keys) >= _MAX_SHAPE_KEYS:
+                self._keys.clear()
+            key = self._keys[request.shape_key] = len(self._keys)
+        rows = request.rows if self._batching is not None else 1
+        if not self._queue.push(rid, rows, level, key, _now(), expire_ns):
+            raise Unavailable(
+                f"Exceeds maximum queue size: model '{self._name}' queue is full, try again later"
+            )
+        future: asyncio.Future[Outputs] = loop.create_future()
+        self._pending[rid] = (request, future)
+        wake.set()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if self._queue.remove(rid):
+                self._pending.pop(rid, None)
+            raise
+
+    def _level_and_expiry(self, request: InferRequest) -> tuple[int, int]:
+        batching = self._batching
+        if batching is None:
+            return 0, 0
+        level = batching.level_of(request.priority)
+        policy = self._policies[level - 1 if level else 0]
+        timeout_us = policy.effective_timeout_us(request.timeout_us)
+        return level, (request.arrival_ns + timeout_us * 1000) if timeout_us else 0
+
+    # -- the batcher task -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop, wake = self._loop, self._wake
+        assert loop is not None and wake is not None
+        while not self._stopping:
+            wake.clear()
+            delay_ns = self._step()
+            if self._stopping:
+                break
+            if delay_ns < 0:
+                await wake.wait()
+            else:
+                timer = loop.call_at(loop.time() + delay_ns / 1e9, wake.set)
+                await wake.wait()
+                timer.cancel()
+
+    def _step(self) -> int:
+        """Expire, then dispatch every batch that is ready while instances are free.
+
+        Returns how many ns to sleep before looking again (-1: until something happens).
+        """
+        queue = self._queue
+        now = _now()
+        for rid in queue.expire(now):
+            _, future = self._pending.pop(rid)
+            if not future.done():
+                future.set_exception(
+                    DeadlineExceeded(
+                        f"Request timeout expired: the request waited longer than its queue "
+                        f"timeout for model '{self._name}'"
+                    )
+                )
+        while self._free:
+            n, wait_ns = queue.plan(now)
+            if n == 0:
+                return wait_ns
+            self._dispatch(queue.pop(n))
+            now = _now()
+        next_expiry = queue.next_expiry_ns()
+        return max(next_expiry - now, 0) if next_expiry else -1
+
+    def _dispatch(self, rids: list[int]) -> None:
+        requests: list[InferRequest] = []
+        futures: list[asyncio.Future[Outputs]] = []
+        pending = self._pending
+        for rid in rids:
+            request, future = pending.pop(rid)
+            if not future.done():
+                requests.append(request)
+                futures.append(future)
+        if not requests:
+            return
+        batch = _Batch(requests, futures, self._free.pop())
+        self._running += len(requests)
+        if self._ordered:
+            self._release.append(batch)
+        self._pool.submit(self._execute, batch)
+
+    # -- executor thread ------------------------------------------------------------------------
+    def _execute(self, batch: _Batch) -> None:
+        try:
+            t0 = _now()
+            inputs = _gather(batch.requests)
+            t1 = _now()
+            outputs = batch.instance.execute(inputs)
+            t2 = _now()
+            batch.outputs = _split(outputs, batch.requests)
+            batch.timings = (t1 - t0, t2 - t1, _now() - t2)
+        except BaseException as exc:
+            batch.error = exc
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._complete, batch)
+
+    # -- back on the loop: one callback per batch -------------------------------------------------
+    def _complete(self, batch: _Batch) -> None:
+        self._free.append(batch.instance)
+        self._running -= len(batch.requests)
+        if self._ordered:
+            while self._release and (
+                self._release[0].outputs is not None or self._release[0].error is not None
+            ):
+                self._resolve(self._release.popleft())
+        else:
+            self._resolve(batch)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _resolve(self, batch: _Batch) -> None:
+        if batch.error is not None:
+            error = batch.error
+            if not isinstance(error, VolleyError):
+                log.error("model '%s' failed to execute a batch", self._name, exc_info=error)
+                error = Internal(f"model '{self._name}' failed to execute the request")
+            for future in batch.futures:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        assert batch.outputs is not None
+        input_ns, infer_ns, output_ns = batch.timings
+        stats = self._stats
+        rows = 0
+        for request, future, outputs in zip(
+            batch.requests, batch.futures, batch.outputs, strict=True
+        ):
+            rows += request.rows
+            stats.record_request(
+                request.rows, batch.start_ns - request.arrival_ns, input_ns, infer_ns, output_ns
+            )
+            if not future.done():
+                future.set_result(outputs)
+        stats.record_execution(rows, input_ns, infer_ns, output_ns)
+
+    async def stop(self) -> None:
+        """Refuse new requests, fail queued ones, let running batches finish."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._task is not None:
+            await self._task
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(Unavailable(f"model '{self._name}' was unloaded"))
+        self._pending.clear()
+        while self._running:
+            await asyncio.sleep(0.002)
+        self._pool.shutdown(wait=True)
+
+
+def _gather(requests: list[InferRequest]) -> dict[str, np.ndarray]:
+    """Concatenate the requests' inputs along the batch dimension (no copy for one request)."""
+    if len(requests) == 1:
+        return requests[0].inputs
+    merged: dict[str, np.ndarray] = {}
+    for name, first in requests[0].inputs.items():
+        parts = [r.inputs[name] for r in requests]
+        rows = sum(p.shape[0] for p in parts)
+        if first.dtype.hasobject:
+            merged[name] = np.concatenate(parts)
+            continue
+        out = np.empty((rows, *first.shape[1:]), dtype=first.dtype)
+        sources: list[Any] = [np.ascontiguousarray(p) for p in parts]
+        core.gather(sources, cast(Any, out))
+        merged[name] = out
+    return merged
+
+
+def _split(outputs: dict[str, np.ndarray], requests: list[InferRequest]) -> list[Outputs]:
+    """Each request's rows of every output, as views."""
+    if len(requests) == 1:
+        return [outputs]
+    rows = [r.rows for r in requests]
+    per_request: list[Outputs] = [{} for _ in requests]
+    for name, array in outputs.items():
+        for target, view in zip(per_request, core.split_rows(array, rows), strict=True):
+            target[name] = view
+    return per_request
