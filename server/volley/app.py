@@ -37,6 +37,7 @@ class VolleyServer:
             self.registry,
             auto_complete=not settings.strict_model_config,
             default_max_batch_size=settings.default_max_batch_size,
+            inline_execution_us=settings.inline_execution_us,
         )
         self.explicit_control = settings.model_control_mode is ControlMode.EXPLICIT
         self._load_models = load_models or []

@@ -42,6 +42,11 @@ def _serve_parser(sub: Any) -> None:
         metavar="BOOL",
         help="disable auto-complete of model configs",
     )
+    p.add_argument(
+        "--inline-execution-us",
+        type=int,
+        help="run batches of models faster than this on the event loop (default 100; 0 = never)",
+    )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     p.add_argument("--port-file", type=Path, help="write the bound gRPC port to this file")
@@ -96,6 +101,7 @@ def _settings(args: argparse.Namespace) -> Any:
             "exit_timeout_secs": args.exit_timeout_secs,
             "strict_model_config": args.strict_model_config,
             "log_level": args.log_level,
+            "inline_execution_us": args.inline_execution_us,
         }.items()
         if value is not None
     }

@@ -43,5 +43,13 @@ class ServerSettings(BaseSettings):
     default_max_batch_size: int = Field(
         4, ge=0, description="max_batch_size given to auto-completed models that can batch."
     )
+    inline_execution_us: int = Field(
+        100,
+        ge=0,
+        description=(
+            "Models whose batches execute faster than this on average run them on the event-loop "
+            "thread, skipping two thread hand-offs that cost more than the work; 0 disables."
+        ),
+    )
     log_level: str = Field("INFO", description="Logging level of the volley loggers.")
     use_uvloop: bool = Field(True, description="Run the event loop on uvloop when installed.")

@@ -236,3 +236,29 @@ async def test_stop_fails_queued_requests_with_unavailable(core_impl: str) -> No
     assert (await running)["Y"].shape == (1, 3)
     with pytest.raises(Unavailable):
         await queued
+
+
+class ThreadRecorder(FakeInstance):
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s)
+        self.threads: list[int] = []
+
+    def execute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.get_ident())
+        return super().execute(inputs)
+
+
+@pytest.mark.parametrize(("delay_s", "inline_expected"), [(0.0, True), (0.003, False)])
+async def test_fast_models_switch_to_inline_execution(
+    core_impl: str, delay_s: float, inline_expected: bool
+) -> None:
+    fake = ThreadRecorder(delay_s)
+    batcher = DynamicBatcher(spec(1, None), [fake], ModelStats("m", 1), inline_threshold_us=1000)
+    batcher.start()
+    for i in range(12):
+        x = np.full((1, 3), i, np.float32)
+        np.testing.assert_allclose((await batcher.infer(request(x)))["Y"], model(x))
+    loop_thread = threading.get_ident()
+    assert all(t != loop_thread for t in fake.threads[:8])  # measured on threads first
+    assert all((t == loop_thread) is inline_expected for t in fake.threads[8:])
+    await batcher.stop()

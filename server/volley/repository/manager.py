@@ -29,12 +29,14 @@ class ModelManager:
         auto_complete: bool = True,
         default_max_batch_size: int = 4,
         gpu_count: int = 0,
+        inline_execution_us: int = 0,
     ) -> None:
         self.repositories = repositories
         self.registry = registry
         self._auto_complete = auto_complete
         self._default_max_batch_size = default_max_batch_size
         self._gpu_count = gpu_count
+        self._inline_execution_us = inline_execution_us
         self._lock = asyncio.Lock()
 
     def model_dirs(self) -> dict[str, Path | None]:
@@ -111,7 +113,7 @@ class ModelManager:
                     f"model '{mv.name}' version {mv.version} failed warmup: {exc}"
                 ) from exc
         mv.stats.memory_bytes.update(loaded.memory_bytes)
-        mv.scheduler = create_scheduler(mv.spec, loaded, mv.stats)
+        mv.scheduler = create_scheduler(mv.spec, loaded, mv.stats, self._inline_execution_us)
         mv.scheduler.start()
         mv.state = ModelState.READY
 

@@ -28,6 +28,8 @@ log = logging.getLogger("volley.scheduler")
 
 _now = time.monotonic_ns
 _MAX_SHAPE_KEYS = 4096
+#: Executions measured on threads before a model may switch to inline execution.
+_WARM_EXECUTIONS = 8
 
 
 class _Batch:
@@ -53,7 +55,13 @@ class _Batch:
 class DynamicBatcher:
     """Queues requests of one model version and runs batches on its instances in parallel."""
 
-    def __init__(self, spec: ModelSpec, instances: list[ModelInstance], stats: ModelStats) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        instances: list[ModelInstance],
+        stats: ModelStats,
+        inline_threshold_us: int = 0,
+    ) -> None:
         self._spec = spec
         self._name = spec.name
         self._instances = list(instances)
@@ -93,6 +101,10 @@ class DynamicBatcher:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Batches whose execution takes less than a thread hand-off costs run on the loop.
+        self._inline_threshold_ns = inline_threshold_us * 1000
+        self._avg_infer_ns = 0.0
+        self._executions = 0
 
     # -- frontend side --------------------------------------------------------------------------
     @property
@@ -196,25 +208,32 @@ class DynamicBatcher:
         self._running += len(requests)
         if self._ordered:
             self._release.append(batch)
-        self._pool.submit(self._execute, batch)
+        if self._inline:
+            _run_batch(batch)
+            self._complete(batch)
+        else:
+            self._pool.submit(self._execute, batch)
+
+    @property
+    def _inline(self) -> bool:
+        return (
+            self._executions >= _WARM_EXECUTIONS and self._avg_infer_ns < self._inline_threshold_ns
+        )
 
     # -- executor thread ------------------------------------------------------------------------
     def _execute(self, batch: _Batch) -> None:
-        try:
-            t0 = _now()
-            inputs = _gather(batch.requests)
-            t1 = _now()
-            outputs = batch.instance.execute(inputs)
-            t2 = _now()
-            batch.outputs = _split(outputs, batch.requests)
-            batch.timings = (t1 - t0, t2 - t1, _now() - t2)
-        except BaseException as exc:
-            batch.error = exc
+        _run_batch(batch)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._complete, batch)
 
     # -- back on the loop: one callback per batch -------------------------------------------------
     def _complete(self, batch: _Batch) -> None:
+        infer_ns = batch.timings[1]
+        if self._executions < _WARM_EXECUTIONS:
+            self._avg_infer_ns += (infer_ns - self._avg_infer_ns) / (self._executions + 1)
+        else:
+            self._avg_infer_ns += (infer_ns - self._avg_infer_ns) / _WARM_EXECUTIONS
+        self._executions += 1
         self._free.append(batch.instance)
         self._running -= len(batch.requests)
         if self._ordered:
@@ -266,6 +285,20 @@ class DynamicBatcher:
         while self._running:
             await asyncio.sleep(0.002)
         self._pool.shutdown(wait=True)
+
+
+def _run_batch(batch: _Batch) -> None:
+    """Gather, execute and split one batch, recording its timings or its error."""
+    try:
+        t0 = _now()
+        inputs = _gather(batch.requests)
+        t1 = _now()
+        outputs = batch.instance.execute(inputs)
+        t2 = _now()
+        batch.outputs = _split(outputs, batch.requests)
+        batch.timings = (t1 - t0, t2 - t1, _now() - t2)
+    except Exception as exc:
+        batch.error = exc
 
 
 def _gather(requests: list[InferRequest]) -> dict[str, np.ndarray]:
