@@ -50,10 +50,12 @@ class FakeInstance(ModelInstance):
         self.delay_s = delay_s
         self.batches: list[list[float]] = []
         self.gate: threading.Event | None = None
+        self.entered = threading.Event()
         self.lock = threading.Lock()
 
     def execute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = inputs["X"]
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(5)
         if self.delay_s:
@@ -61,6 +63,15 @@ class FakeInstance(ModelInstance):
         with self.lock:
             self.batches.append(list(x[:, 0]))
         return {"Y": model(x)}
+
+
+async def until_running(fake: FakeInstance) -> None:
+    """Wait (bounded) until the instance has started executing a batch."""
+    for _ in range(5000):
+        if fake.entered.is_set():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the instance never started")
 
 
 def spec(max_batch: int, batching: BatchingSpec | None) -> ModelSpec:
@@ -145,7 +156,7 @@ async def test_higher_priority_runs_first(core_impl: str) -> None:
     batcher = DynamicBatcher(spec(2, batching), [fake], ModelStats("m", 1))
     batcher.start()
     blocker = asyncio.ensure_future(batcher.infer(request(np.full((1, 3), 9, np.float32))))
-    await asyncio.sleep(0.02)  # the blocker now occupies the only instance
+    await until_running(fake)  # the blocker now occupies the only instance
     low = [
         asyncio.ensure_future(batcher.infer(request(np.full((1, 3), i, np.float32), priority=2)))
         for i in (10, 11)
@@ -172,12 +183,12 @@ async def test_queue_timeout_fires_on_time_while_the_instance_is_busy(core_impl:
     batcher = DynamicBatcher(spec(4, batching), [fake], ModelStats("m", 1))
     batcher.start()
     busy = asyncio.ensure_future(batcher.infer(request(np.ones((4, 3), np.float32))))
-    await asyncio.sleep(0.02)
+    await until_running(fake)
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded, match="timeout expired"):
         await batcher.infer(request(np.ones((1, 3), np.float32), timeout_us=50_000))
     waited = time.monotonic() - started
-    assert 0.04 <= waited < 0.5, waited  # answered by its own timer, not when the instance frees
+    assert 0.04 <= waited < 1.0, waited  # its own timer: the instance stays blocked meanwhile
     fake.gate.set()
     await busy
     await batcher.stop()
@@ -192,7 +203,7 @@ async def test_full_queue_rejects_at_once_and_cancel_leaves_the_queue(core_impl:
     batcher = DynamicBatcher(spec(1, batching), [fake], ModelStats("m", 1))
     batcher.start()
     running = asyncio.ensure_future(batcher.infer(request(np.full((1, 3), 1, np.float32))))
-    await asyncio.sleep(0.02)
+    await until_running(fake)
     queued = [
         asyncio.ensure_future(batcher.infer(request(np.full((1, 3), v, np.float32))))
         for v in (2, 3)
@@ -226,7 +237,7 @@ async def test_stop_fails_queued_requests_with_unavailable(core_impl: str) -> No
     batcher = DynamicBatcher(spec(1, None), [fake], ModelStats("m", 1))
     batcher.start()
     running = asyncio.ensure_future(batcher.infer(request(np.ones((1, 3), np.float32))))
-    await asyncio.sleep(0.02)
+    await until_running(fake)
     queued = asyncio.ensure_future(batcher.infer(request(np.ones((1, 3), np.float32))))
     await asyncio.sleep(0.01)
     stopping = asyncio.ensure_future(batcher.stop())
