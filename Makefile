@@ -19,11 +19,7 @@ build: install
 	$(BIN)/python setup.py -q build_ext --inplace
 
 proto: install
-	rm -rf $(PROTO_OUT)/inference
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
-		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) protos/inference/*.proto
-	touch $(PROTO_OUT)/inference/__init__.py
-	sed -i -e 's/^from inference import/from volley._proto.inference import/' $(PROTO_OUT)/inference/*.py $(PROTO_OUT)/inference/*.pyi
+	$(BIN)/python protos/generate.py $(PROTO_OUT)
 
 proto-check: proto
 	git diff --exit-code -- $(PROTO_OUT)
