@@ -1,0 +1,46 @@
+"""Settings come from VOLLEY_* environment variables; command-line flags override them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from volley import cli
+from volley.config import ControlMode, ServerSettings
+
+
+def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOLLEY_GRPC_PORT", "9001")
+    monkeypatch.setenv("VOLLEY_MODEL_CONTROL_MODE", "explicit")
+    monkeypatch.setenv("VOLLEY_MODEL_REPOSITORY", '["/models/a", "/models/b"]')
+    from_env = ServerSettings()
+    assert from_env.grpc_port == 9001
+    assert from_env.model_control_mode is ControlMode.EXPLICIT
+    assert from_env.model_repository == [Path("/models/a"), Path("/models/b")]
+    args = cli.build_parser().parse_args(
+        ["serve", "--grpc-port", "9100", "--exit-timeout-secs", "3"]
+    )
+    merged = cli._settings(args)
+    assert merged.grpc_port == 9100 and merged.exit_timeout_secs == 3.0
+    assert merged.model_control_mode is ControlMode.EXPLICIT  # not overridden: env stays
+
+
+def test_invalid_settings_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOLLEY_GRPC_PORT", "70000")
+    with pytest.raises(ValidationError, match="grpc_port"):
+        ServerSettings()
+
+
+def test_serve_with_bad_settings_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VOLLEY_EXIT_TIMEOUT_SECS", "-1")
+    assert cli.main(["serve", "--model-repository", "model_repository"]) == 2
+    assert "invalid settings" in capsys.readouterr().err
+
+
+def test_load_model_requires_explicit_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serve", "--load-model", "simple"]) == 2
+    assert "--model-control-mode explicit" in capsys.readouterr().err
