@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from volley._proto.inference import grpc_service_pb2 as pb
 from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from volley.backends.devices import cuda_device_count
 from volley.config import ControlMode, ServerSettings
 from volley.errors import VolleyError
 from volley.frontend.health import HealthServicer
@@ -38,6 +39,7 @@ class VolleyServer:
             auto_complete=not settings.strict_model_config,
             default_max_batch_size=settings.default_max_batch_size,
             inline_execution_us=settings.inline_execution_us,
+            gpu_count=cuda_device_count(),
         )
         self.explicit_control = settings.model_control_mode is ControlMode.EXPLICIT
         self._load_models = load_models or []
