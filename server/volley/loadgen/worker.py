@@ -133,12 +133,6 @@ class LoadWorker:
         return result
 
     async def _closed_slot(self, w: _Window, timeout: float | None) -> None:
-        call = self._call
-        assert call is not None
-        requests = self._requests
-        n_requests = len(requests)
-        result = w.result
-        latencies = result.latencies_ns
         clock = time.monotonic_ns
         deadline = w.deadline_ns
         while w.remaining > 0:
@@ -146,26 +140,28 @@ class LoadWorker:
             if start >= deadline:
                 break
             w.remaining -= 1
-            request = requests[result.sent % n_requests]
-            result.sent += 1
-            try:
-                response = await call(request, timeout=timeout)
-            except grpc.aio.AioRpcError as exc:
-                self._failed(result, exc)
-                continue
-            latencies.append(clock() - start)
-            if not result.ok & VALIDATE_MASK:
-                self._validate(result, response)
-            result.ok += 1
-            self.completed += 1
+            await self._send(w.result, start, timeout)
 
-    async def _open_slot(self, w: _Window, timeout: float | None) -> None:
+    async def _send(self, result: WorkerResult, start: int, timeout: float | None) -> None:
+        """Send the next prepared request and record its latency, status and validity."""
         call = self._call
         assert call is not None
         requests = self._requests
-        n_requests = len(requests)
+        request = requests[result.sent % len(requests)]
+        result.sent += 1
+        try:
+            response = await call(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            self._failed(result, exc)
+            return
+        result.latencies_ns.append(time.monotonic_ns() - start)
+        if not result.ok & VALIDATE_MASK:
+            self._validate(result, response)
+        result.ok += 1
+        self.completed += 1
+
+    async def _open_slot(self, w: _Window, timeout: float | None) -> None:
         result = w.result
-        latencies = result.latencies_ns
         clock = time.monotonic_ns
         deadline = w.deadline_ns
         rng = w.rng
@@ -184,18 +180,7 @@ class LoadWorker:
                 break
             if start - scheduled > LATE_NS:
                 result.delayed += 1
-            request = requests[result.sent % n_requests]
-            result.sent += 1
-            try:
-                response = await call(request, timeout=timeout)
-            except grpc.aio.AioRpcError as exc:
-                self._failed(result, exc)
-                continue
-            latencies.append(clock() - start)
-            if not result.ok & VALIDATE_MASK:
-                self._validate(result, response)
-            result.ok += 1
-            self.completed += 1
+            await self._send(result, start, timeout)
 
     def _failed(self, result: WorkerResult, exc: grpc.aio.AioRpcError) -> None:
         name = exc.code().name
