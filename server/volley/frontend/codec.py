@@ -117,32 +117,33 @@ def _missing(msg: pb.ModelInferRequest, spec: ModelSpec) -> str:
 
 def _check_shape(shape: list[int], ts: TensorSpec, max_batch: int, model: str) -> None:
     dims = ts.dims
-    expected = ([-1] if max_batch > 0 else []) + list(dims)
-    if any(d < 0 for d in shape):
+    offset = 1 if max_batch > 0 else 0
+    if len(shape) != len(dims) + offset:
+        raise _shape_error(shape, ts, max_batch, model)
+    if offset and not 1 <= shape[0] <= max_batch:
+        if shape[0] < 0:
+            raise _shape_error(shape, ts, max_batch, model)
         raise InvalidArgument(
+            f"inference request batch-size must be <= {max_batch} for '{model}', "
+            f"got {shape[0]} for input '{ts.name}'" + (" (and at least 1)" if shape[0] < 1 else "")
+        )
+    for i, want in enumerate(dims, offset):
+        got = shape[i]
+        if got < 0 or (want != got and want != -1):
+            raise _shape_error(shape, ts, max_batch, model)
+
+
+def _shape_error(shape: list[int], ts: TensorSpec, max_batch: int, model: str) -> InvalidArgument:
+    if any(d < 0 for d in shape):
+        return InvalidArgument(
             f"All input dimensions should be specified for input '{ts.name}' for model "
             f"'{model}', got {shape}"
         )
-    if len(shape) != len(expected):
-        raise InvalidArgument(
-            f"unexpected shape for input '{ts.name}' for model '{model}'. Expected "
-            f"{expected}, got {shape}"
-        )
-    offset = 0
-    if max_batch > 0:
-        if not 1 <= shape[0] <= max_batch:
-            raise InvalidArgument(
-                f"inference request batch-size must be <= {max_batch} for '{model}', "
-                f"got {shape[0]} for input '{ts.name}'"
-                + (" (and at least 1)" if shape[0] < 1 else "")
-            )
-        offset = 1
-    for want, got in zip(dims, shape[offset:], strict=True):
-        if want != -1 and want != got:
-            raise InvalidArgument(
-                f"unexpected shape for input '{ts.name}' for model '{model}'. Expected "
-                f"{expected}, got {shape}"
-            )
+    expected = ts.full_shape(max_batch)
+    return InvalidArgument(
+        f"unexpected shape for input '{ts.name}' for model '{model}'. Expected "
+        f"{expected}, got {shape}"
+    )
 
 
 def _check_input_parameters(tensor: pb.ModelInferRequest.InferInputTensor, name: str) -> None:

@@ -6,6 +6,7 @@ only read plain ints, strings and tuples from it, never protobuf messages.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from volley import dtypes
@@ -128,7 +129,7 @@ class ModelSpec:
         self.input_by_name.update({t.name: t for t in self.inputs})
         self.output_by_name.update({t.name: t for t in self.outputs})
 
-    @property
+    @functools.cached_property
     def required_inputs(self) -> int:
         """Number of inputs a request must carry."""
         return sum(1 for t in self.inputs if not t.optional)
