@@ -110,7 +110,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         mv: ModelVersion | None = None
         try:
             mv = self._registry.resolve(request.model_name, request.model_version)
-            return await self._infer(mv, request, context, arrival)
+            return await self._infer(mv, request, arrival)
         except BaseException as exc:
             if mv is not None:
                 mv.stats.record_failure(_monotonic_ns() - arrival)
@@ -119,15 +119,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
 
     async def _infer(
-        self, mv: ModelVersion, request: pb.ModelInferRequest, context: Ctx | None, arrival: int
+        self, mv: ModelVersion, request: pb.ModelInferRequest, arrival: int
     ) -> pb.ModelInferResponse:
         scheduler = mv.scheduler
         if scheduler is None:
             raise Unavailable(f"'{mv.name}' version {mv.version} is not at ready state")
         decoded = codec.decode(request, mv.spec, arrival)
-        remaining = context.time_remaining() if context is not None else None
-        if remaining is not None:
-            decoded.request.deadline_ns = arrival + int(remaining * 1e9)
         outputs = await scheduler.infer(decoded.request)
         response = codec.encode(mv.spec, mv.version_str, request.id, outputs, decoded.outputs)
         mv.stats.record_success(_monotonic_ns() - arrival)
@@ -163,7 +160,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         mv: ModelVersion | None = None
         try:
             mv = self._registry.resolve(request.model_name, request.model_version)
-            response = await self._infer(mv, request, None, arrival)
+            response = await self._infer(mv, request, arrival)
             response.parameters["triton_final_response"].bool_param = True
             return pb.ModelStreamInferResponse(infer_response=response)
         except Exception as exc:

@@ -25,7 +25,5 @@ class InferRequest:
     priority: int = 0
     #: Requested queue timeout in microseconds (0 = the queue policy's default).
     timeout_us: int = 0
-    #: Absolute ``time.monotonic_ns()`` by which the call must be answered (0 = none).
-    deadline_ns: int = 0
     #: ``time.monotonic_ns()`` when the request arrived.
     arrival_ns: int = 0
