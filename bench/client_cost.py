@@ -61,6 +61,18 @@ def tritonclient_cost(url: str, model: str, concurrency: int, requests: int, bat
     return float(result["cpu_s"]) / requests * 1e6
 
 
+def bare_grpc_cost(url: str, model: str, concurrency: int, requests: int) -> float:
+    """µs of client CPU per request for a bare grpc.aio loop on pre-serialized bytes."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bare_grpc_loop.py"), url, model, str(concurrency),
+         str(requests), "--warmup", str(WARMUP)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ok"] == requests // concurrency * concurrency, result
+    return float(result["cpu_s"]) / result["ok"] * 1e6
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
@@ -72,7 +84,10 @@ def main() -> int:
         for model, concurrency, batch in CASES:
             ours: list[float] = []
             theirs: list[float] = []
+            bare: list[float] = []
             for _ in range(args.repeat):
+                if batch == 1:
+                    bare.append(bare_grpc_cost(server.url, model, concurrency, args.requests))
                 ours.append(volley_perf_cost(server.url, model, concurrency, args.requests, batch))
                 theirs.append(
                     tritonclient_cost(server.url, model, concurrency, args.requests, batch)
@@ -87,12 +102,13 @@ def main() -> int:
                 "ratio": min(ours) / min(theirs),
                 "volley_perf_runs_us": ours,
                 "tritonclient_aio_runs_us": theirs,
+                "bare_grpc_aio_us": min(bare) if bare else None,
             }
             cases.append(case)
             print(
                 f"{model} c={concurrency}: volley perf {case['volley_perf_us']:.0f} us/request, "
                 f"tritonclient.grpc.aio {case['tritonclient_aio_us']:.0f} us/request "
-                f"(ratio {case['ratio']:.2f})",
+                f"(ratio {case['ratio']:.2f}), bare grpc.aio {min(bare, default=0):.0f} us/request",
                 flush=True,
             )
     finally:

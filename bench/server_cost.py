@@ -3,13 +3,14 @@
 Starts ``volley serve`` on 127.0.0.1, drives it with ``volley perf``, and reads the server
 process's CPU time from ``/proc/<pid>/stat`` around each window:
 
-* batching efficiency: a 256->1024->1024->16 FP32 model, one ORT thread per instance, requests
-  of 16 rows at concurrency 16; served rows/s / in-process ORT rows/s at batch 64 (same thread
-  count), measured in this run;
+* batching efficiency: a 256->1024->1024->16 FP32 model (``--instances``, default 2), one ORT
+  thread per instance, requests of 16 rows at concurrency 16; served rows/s / in-process ORT
+  rows/s at batch 64 with one thread, measured in this run;
 * per-request cost: batch-1 requests at concurrency 64 on the same model: server CPU us/request;
 * Python overhead budget: a one-Add model, batch 1, concurrency 1: server CPU us/request, p50.
 
-Run: ``.venv/bin/python bench/server_cost.py``; results go to ``bench/results/server_cost.json``.
+Run: ``.venv/bin/python bench/server_cost.py``; results go to
+``bench/results/server_cost_<instances>inst.json``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _save(graph: onnx.GraphProto, path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def build_repository(root: Path) -> Path:
+def build_repository(root: Path, instances: int = 2, delay_us: int = 2000) -> Path:
     rng = np.random.default_rng(0)
     sizes = [256, 1024, 1024, 16]
     inits, nodes, prev = [], [], "INPUT"
@@ -72,8 +73,9 @@ def build_repository(root: Path) -> Path:
     )
     (root / "dense" / "config.pbtxt").write_text(
         'backend: "onnxruntime"\nmax_batch_size: 64\n'
-        "dynamic_batching { preferred_batch_size: [ 64 ] max_queue_delay_microseconds: 2000 }\n"
-        "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+        "dynamic_batching { preferred_batch_size: [ 64 ] "
+        f"max_queue_delay_microseconds: {delay_us} }}\n"
+        f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
         'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\n'
         'parameters { key: "inter_op_thread_count" value: { string_value: "1" } }\n'
     )
@@ -166,10 +168,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per window")
     parser.add_argument("--extra", nargs="*", default=[], help="extra volley serve flags")
+    parser.add_argument("--instances", type=int, default=2, help="instances of the dense model")
+    parser.add_argument("--delay-us", type=int, default=2000, help="its max_queue_delay")
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": describe(), "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as tmp:
-        repo = build_repository(Path(tmp))
+        repo = build_repository(Path(tmp), args.instances, args.delay_us)
+        results["dense_config"] = {"instances": args.instances, "max_queue_delay_us": args.delay_us}
         model_file = repo / "dense" / "1" / "model.onnx"
         server = ServerProcess(repo, extra_args=args.extra)
         try:
@@ -183,7 +188,7 @@ def main() -> int:
             results["add_batch1_c1"] = measure(server, "add", 1, 1, n)
         finally:
             server.stop()
-    out = BENCH / "results" / "server_cost.json"
+    out = BENCH / "results" / f"server_cost_{args.instances}inst.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     for key in ("batching_efficiency", "dense_batch1_c64", "add_batch1_c1"):

@@ -36,11 +36,15 @@ def _scenario_rows(result: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _us(value: float | None) -> str:
+    return f"{value:.0f}" if value is not None else "-"
+
+
 def _client_cost_rows(result: dict[str, Any]) -> list[str]:
     return [
         f"| {case['model']} | {case['concurrency']} | {case['requests']} | "
         f"{case['volley_perf_us']:.0f} | {case['tritonclient_aio_us']:.0f} | "
-        f"{case['ratio']:.2f} | {short(result['machine'])} |"
+        f"{case['ratio']:.2f} | {_us(case.get('bare_grpc_aio_us'))} | {short(result['machine'])} |"
         for case in result["cases"]
     ]
 
@@ -70,8 +74,8 @@ def render(results_dir: Path) -> str:
             "concurrency and request count:",
             "",
             "| Model | Concurrency | Requests | volley perf | tritonclient.grpc.aio | ratio "
-            "| Machine |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| bare grpc.aio | Machine |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
             *cost_rows,
         ]
     return "\n".join(parts) if parts else "_No results yet: run `python bench/run.py`._"
