@@ -26,12 +26,12 @@ proto-check: proto
 	@test -z "$$(git status --porcelain -- $(PROTO_OUT))" || (echo "generated code is stale: run make proto and commit"; exit 1)
 
 lint: install
-	$(BIN)/ruff check server tests bench
-	$(BIN)/ruff format --check server tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 format: install
-	$(BIN)/ruff format server tests bench
-	$(BIN)/ruff check --fix server tests bench
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 typecheck: install
 	$(BIN)/mypy

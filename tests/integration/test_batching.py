@@ -8,12 +8,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from volley._proto.inference import grpc_service_pb2 as pb
 
 from inproc import running_server
+from models import write_matmul_chain
 
 WIDTH = 256
 #: Big enough that one batch of 4-16 rows keeps an instance busy for a few hundred ms.
@@ -23,23 +22,8 @@ SLOW_WIDTH, SLOW_LAYERS = 1024, 600
 def write_model(root: Path, config: str, layers: int = 8, width: int = WIDTH) -> Path:
     """A row-wise dense model (``[batch, width]`` in and out) with the given config."""
     rng = np.random.default_rng(5)
-    weight = (rng.standard_normal((width, width)) / width**0.5).astype(np.float32)
-    nodes, prev = [], "X"
-    for i in range(layers):
-        out = "Y" if i == layers - 1 else f"h{i}"
-        nodes.append(helper.make_node("MatMul", [prev, "W"], [out]))
-        prev = out
-    graph = helper.make_graph(
-        nodes,
-        "dense",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["b", width])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["b", width])],
-        initializer=[numpy_helper.from_array(weight, "W")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    (root / "dense" / "1").mkdir(parents=True)
-    onnx.save(model, str(root / "dense" / "1" / "model.onnx"))
+    weight = rng.standard_normal((width, width)) / width**0.5
+    write_matmul_chain(root / "dense", weight, layers, "b")
     (root / "dense" / "config.pbtxt").write_text(config)
     return root
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from volley._proto.inference import grpc_service_pb2 as pb
 from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
+
+from models import write_matmul_chain
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server_process import ServerProcess
@@ -24,23 +24,7 @@ ROWS, WIDTH, LAYERS = 256, 512, 12
 
 def slow_repository(root: Path) -> Path:
     """A model that takes a noticeable fraction of a second per request on one thread."""
-    weight = (np.eye(WIDTH) * 0.5).astype(np.float32)
-    nodes, prev = [], "X"
-    for i in range(LAYERS):
-        out = "Y" if i == LAYERS - 1 else f"h{i}"
-        nodes.append(helper.make_node("MatMul", [prev, "W"], [out]))
-        prev = out
-    graph = helper.make_graph(
-        nodes,
-        "slow",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [ROWS, WIDTH])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [ROWS, WIDTH])],
-        initializer=[numpy_helper.from_array(weight, "W")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    (root / "slow" / "1").mkdir(parents=True)
-    onnx.save(model, str(root / "slow" / "1" / "model.onnx"))
+    write_matmul_chain(root / "slow", np.eye(WIDTH) * 0.5, LAYERS, ROWS)
     (root / "slow" / "config.pbtxt").write_text(
         'backend: "onnxruntime"\nmax_batch_size: 0\ninstance_group [{ count: 2 kind: KIND_CPU }]\n'
         'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\n'
