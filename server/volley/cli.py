@@ -123,6 +123,13 @@ def _run_serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.model_control_mode.value == "poll":
+        print(
+            "volley serve: --model-control-mode poll is not supported yet; use none (load all at "
+            "start) or explicit (RepositoryModelLoad/Unload)",
+            file=sys.stderr,
+        )
+        return 2
     if args.load_model and settings.model_control_mode.value != "explicit":
         print("volley serve: --load-model needs --model-control-mode explicit", file=sys.stderr)
         return 2

@@ -41,6 +41,11 @@ def test_serve_with_bad_settings_exits_2(
     assert "invalid settings" in capsys.readouterr().err
 
 
+def test_poll_mode_is_refused_clearly(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serve", "--model-control-mode", "poll"]) == 2
+    assert "poll is not supported yet" in capsys.readouterr().err
+
+
 def test_load_model_requires_explicit_mode(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["serve", "--load-model", "simple"]) == 2
     assert "--model-control-mode explicit" in capsys.readouterr().err
