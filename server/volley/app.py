@@ -118,11 +118,6 @@ class VolleyServer:
         await self.manager.shutdown()
         self.live = False
 
-    async def wait_for_termination(self) -> None:
-        """Block until the gRPC server stops."""
-        if self._grpc is not None:
-            await self._grpc.wait_for_termination()
-
 
 async def serve(
     settings: ServerSettings, load_models: list[str] | None = None, port_file: Path | None = None

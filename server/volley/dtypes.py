@@ -68,13 +68,3 @@ FROM_ORT: Final[dict[str, str]] = {
     "tensor(string)": "BYTES",
     "tensor(bfloat16)": "BF16",
 }
-
-
-def from_numpy(dtype: np.dtype) -> str:
-    """Return the v2 datatype string for a numpy dtype (object/str/bytes map to BYTES)."""
-    if dtype.kind in "OSU":
-        return "BYTES"
-    for name, candidate in NUMPY.items():
-        if name != "BF16" and candidate == dtype.newbyteorder("<"):
-            return name
-    raise ValueError(f"numpy dtype {dtype} has no v2 datatype")

@@ -49,12 +49,6 @@ class DeadlineExceeded(VolleyError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-class Cancelled(VolleyError):
-    """The client cancelled the call."""
-
-    code = grpc.StatusCode.CANCELLED
-
-
 class Unimplemented(VolleyError):
     """A protocol feature Volley does not implement."""
 

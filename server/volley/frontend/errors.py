@@ -42,7 +42,7 @@ def handled(
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
         try:
             return await method(self, request, context)
-        except (VolleyError, Exception) as exc:
+        except Exception as exc:
             await abort(context, exc)
             raise  # unreachable: abort raises
 

@@ -114,7 +114,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except BaseException as exc:
             if mv is not None:
                 mv.stats.record_failure(_monotonic_ns() - arrival)
-            if isinstance(exc, VolleyError | Exception):
+            if isinstance(exc, Exception):
                 await abort(context, exc)
             raise
 

@@ -75,10 +75,6 @@ class Registry:
         """Atomically replace a model's entry."""
         self._models[entry.name] = entry
 
-    def remove(self, name: str) -> None:
-        """Forget a model entirely."""
-        self._models.pop(name, None)
-
     def get(self, name: str) -> ModelEntry | None:
         return self._models.get(name)
 

@@ -21,8 +21,3 @@ class Scheduler(Protocol):
     async def stop(self) -> None:
         """Fail what is still queued with UNAVAILABLE, wait for running batches, release threads."""
         ...
-
-    @property
-    def inflight(self) -> int:
-        """Requests accepted and not yet answered."""
-        ...

@@ -107,10 +107,6 @@ class DynamicBatcher:
         self._executions = 0
 
     # -- frontend side --------------------------------------------------------------------------
-    @property
-    def inflight(self) -> int:
-        return len(self._pending) + self._running
-
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
