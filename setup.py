@@ -1,10 +1,14 @@
-"""Build the Cython core (csrc/) as ``volley._batchcore``."""
+"""Build the Cython batching core as ``volley.scheduler._batchcore_c``."""
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-ext = Extension("volley._batchcore", ["csrc/_batchcore.pyx"], include_dirs=[numpy.get_include()])
+ext = Extension(
+    "volley.scheduler._batchcore_c",
+    ["server/volley/scheduler/_batchcore_c.pyx"],
+    include_dirs=[numpy.get_include()],
+)
 directives = {
     "language_level": 3,
     "boundscheck": False,

@@ -15,9 +15,9 @@ import time
 import grpc
 import numpy as np
 
-from volley import dtypes
 from volley._proto.inference import grpc_service_pb2 as pb
 from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from volley.model import dtypes
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 

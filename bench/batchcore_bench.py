@@ -19,7 +19,7 @@ import numpy as np
 
 BATCH = 16
 ELEMENTS = 256
-MODULES = {"cython": "volley._batchcore", "python": "volley.scheduler._pycore"}
+MODULES = {"cython": "volley.scheduler._batchcore_c", "python": "volley.scheduler._batchcore_py"}
 
 
 def bench_queue(impl: ModuleType, batches: int) -> float:

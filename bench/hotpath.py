@@ -16,10 +16,10 @@ import numpy as np
 
 from volley._proto.inference import grpc_service_pb2 as pb
 from volley.backends.base import ModelInstance
-from volley.frontend import codec
 from volley.repository.loader import load_model_config
-from volley.scheduler import core
+from volley.scheduler import _batchcore as core
 from volley.scheduler.batcher import DynamicBatcher
+from volley.serving import codec
 from volley.telemetry.stats import ModelStats
 
 BENCH = Path(__file__).resolve().parent

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from google.protobuf import text_format
+from volley_perf.inputs import InputOptions, prepare_inputs
+from volley_perf.target import ModelInfo, TensorInfo
 
 from volley._proto.inference import model_config_pb2 as mc
-from volley.dtypes import FROM_ORT, NUMPY
-from volley.loadgen.inputs import InputOptions, prepare_inputs
-from volley.loadgen.target import ModelInfo, TensorInfo
+from volley.model.dtypes import FROM_ORT, NUMPY
 
 
 def read_config(model_dir: Path) -> mc.ModelConfig:

@@ -25,7 +25,7 @@ ROOT = BENCH.parent
 SCENARIOS = BENCH / "scenarios"
 RESULTS = BENCH / "results"
 README = BENCH / "README.md"
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 
 from machine import describe  # noqa: E402
 from tables import update_readme  # noqa: E402

@@ -33,7 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 sys.path.insert(0, str(BENCH))
 
 from machine import describe  # noqa: E402

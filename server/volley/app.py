@@ -1,4 +1,4 @@
-"""Composition root: settings -> repository -> schedulers -> gRPC server."""
+"""Composition root: settings -> repository -> serving -> transports."""
 
 from __future__ import annotations
 
@@ -7,60 +7,53 @@ import logging
 import signal
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
-from volley._proto.inference import grpc_service_pb2 as pb
-from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from volley import __version__
 from volley.backends.devices import cuda_device_count
-from volley.config import ControlMode, ServerSettings
 from volley.errors import VolleyError
-from volley.frontend.health import HealthServicer
-from volley.frontend.servicer import InferenceServicer
-from volley.repository.manager import ModelManager
-from volley.repository.registry import ModelState, Registry
+from volley.frontend.grpc.server import GrpcFrontend
+from volley.serving.lifecycle import ModelManager
+from volley.serving.registry import Registry
+from volley.serving.service import InferenceService
+from volley.settings import ControlMode, ServerSettings
 
 log = logging.getLogger("volley")
 
-_MAX_MESSAGE = 2**31 - 1
-_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+#: Protocol extensions this server implements (``ServerMetadataResponse.extensions``).
+EXTENSIONS = (
+    "model_repository",
+    "schedule_policy",
+    "model_configuration",
+    "statistics",
+)
 
 
 class VolleyServer:
-    """One running Volley: its registry, model manager and gRPC server."""
+    """One running Volley: its model manager, inference service and transports."""
 
-    def __init__(self, settings: ServerSettings, load_models: list[str] | None = None) -> None:
+    def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self.registry = Registry()
+        registry = Registry()
         self.manager = ModelManager(
             settings.model_repository,
-            self.registry,
+            registry,
             auto_complete=not settings.strict_model_config,
             default_max_batch_size=settings.default_max_batch_size,
             inline_execution_us=settings.inline_execution_us,
             gpu_count=cuda_device_count(),
         )
-        self.explicit_control = settings.model_control_mode is ControlMode.EXPLICIT
-        self._load_models = load_models or []
-        self.live = False
-        self.draining = False
+        explicit = settings.model_control_mode is ControlMode.EXPLICIT
+        self.service = InferenceService(
+            registry,
+            self.manager,
+            server_version=__version__,
+            extensions=EXTENSIONS,
+            explicit_control=explicit,
+            strict_readiness=settings.strict_readiness,
+        )
+        self._explicit = explicit
+        self._load_models = settings.load_model
+        self._grpc = GrpcFrontend(self.service, settings.grpc_address, settings.grpc_port)
         self.port = 0
-        self._grpc: grpc.aio.Server | None = None
-
-    def ready(self) -> bool:
-        """Server readiness as Triton defines it (strict: every known version READY)."""
-        if not self.live or self.draining:
-            return False
-        if not self.settings.strict_readiness:
-            return True
-        for entry in self.registry.entries():
-            for mv in entry.versions.values():
-                if mv.state is not ModelState.READY and mv.reason != "unloaded":
-                    return False
-            if not entry.versions and entry.reason:
-                return False
-        return True
 
     async def start(self) -> int:
         """Load models, then bind and start the gRPC server; returns the bound port."""
@@ -68,35 +61,13 @@ class VolleyServer:
             if not repo.is_dir():
                 raise VolleyError(f"model repository '{repo}' is not a directory")
         await self._load_initial_models()
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_send_message_length", _MAX_MESSAGE),
-                ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self), server)
-        health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(self.ready), server)
-        reflection.enable_server_reflection(
-            (
-                _SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
-        address = f"{self.settings.grpc_address}:{self.settings.grpc_port}"
-        self.port = server.add_insecure_port(address)
-        if self.port == 0:
-            raise VolleyError(f"could not bind gRPC address {address}")
-        await server.start()
-        self._grpc = server
-        self.live = True
+        self.port = await self._grpc.start()
+        self.service.live = True
         log.info("serving gRPC on %s:%d", self.settings.grpc_address, self.port)
         return self.port
 
     async def _load_initial_models(self) -> None:
-        if self.explicit_control:
+        if self._explicit:
             names = list(self.manager.model_dirs()) if "*" in self._load_models else []
             names += [n for n in self._load_models if n != "*"]
         else:
@@ -109,21 +80,15 @@ class VolleyServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let in-flight ones finish (bounded by ``grace``), unload."""
-        self.draining = True
-        if grace is None:
-            grace = self.settings.exit_timeout_secs
-        if self._grpc is not None:
-            await self._grpc.stop(grace)
-            self._grpc = None
+        self.service.draining = True
+        await self._grpc.stop(self.settings.exit_timeout_secs if grace is None else grace)
         await self.manager.shutdown()
-        self.live = False
+        self.service.live = False
 
 
-async def serve(
-    settings: ServerSettings, load_models: list[str] | None = None, port_file: Path | None = None
-) -> None:
+async def serve(settings: ServerSettings, port_file: Path | None = None) -> None:
     """Run a server until SIGTERM or SIGINT, then shut down gracefully."""
-    server = VolleyServer(settings, load_models)
+    server = VolleyServer(settings)
     port = await server.start()
     if port_file is not None:
         port_file.write_text(f"{port}\n")

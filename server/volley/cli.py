@@ -4,52 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import enum
 import logging
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-
-def _serve_parser(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve a model repository over gRPC (KServe v2 protocol)")
-    p.add_argument(
-        "--model-repository",
-        action="append",
-        type=Path,
-        dest="model_repository",
-        help="model repository directory (repeatable); env VOLLEY_MODEL_REPOSITORY",
-    )
-    p.add_argument("--grpc-address", help="address to bind (default 0.0.0.0)")
-    p.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 = any free port)")
-    p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"])
-    p.add_argument(
-        "--load-model",
-        action="append",
-        default=[],
-        help="with explicit control: model to load at start ('*' = all)",
-    )
-    p.add_argument("--strict-readiness", type=_bool, metavar="BOOL")
-    p.add_argument(
-        "--exit-timeout-secs",
-        type=float,
-        help="grace period for in-flight requests on shutdown (default 30)",
-    )
-    p.add_argument(
-        "--strict-model-config",
-        type=_bool,
-        metavar="BOOL",
-        help="disable auto-complete of model configs",
-    )
-    p.add_argument(
-        "--inline-execution-us",
-        type=int,
-        help="run batches of models faster than this on the event loop (default 100; 0 = never)",
-    )
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
-    p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
-    p.add_argument("--port-file", type=Path, help="write the bound gRPC port to this file")
+from volley.settings import ServerSettings, env_name, flag_name
 
 
 def _bool(text: str) -> bool:
@@ -61,6 +25,29 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
 
+def _add_setting(parser: argparse.ArgumentParser, name: str, annotation: Any, help: str) -> None:
+    """One flag for one settings field, typed from its annotation."""
+    kwargs: dict[str, Any] = {"dest": name, "help": f"{help} (env {env_name(name)})"}
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        kwargs.update(action="append", type=item)
+    elif annotation is bool:
+        kwargs.update(type=_bool, metavar="BOOL")
+    elif isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        kwargs.update(choices=[m.value for m in annotation])
+    elif annotation in (int, float, Path):
+        kwargs.update(type=annotation)
+    parser.add_argument(flag_name(name), **kwargs)
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve a model repository over gRPC (KServe v2 protocol)")
+    for name, info in ServerSettings.model_fields.items():
+        _add_setting(p, name, info.annotation, info.description or "")
+    p.add_argument("--port-file", type=Path, help="write the bound gRPC port to this file")
+
+
 def _repo_parser(sub: Any) -> None:
     p = sub.add_parser("repo", help="model repository tools")
     rsub = p.add_subparsers(dest="repo_command", required=True)
@@ -69,7 +56,7 @@ def _repo_parser(sub: Any) -> None:
 
 
 def _perf_parser(sub: Any) -> None:
-    from volley.loadgen.cli import add_arguments
+    from volley_perf.cli import add_arguments
 
     p = sub.add_parser(
         "perf", help="benchmark a KServe v2 gRPC server (Volley, Triton, MLServer, KServe)"
@@ -87,26 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from volley.config import ServerSettings
-
+def _settings(args: argparse.Namespace) -> ServerSettings:
+    """Settings from the environment, overridden by the flags given."""
     overrides = {
-        key: value
-        for key, value in {
-            "model_repository": args.model_repository,
-            "grpc_address": args.grpc_address,
-            "grpc_port": args.grpc_port,
-            "model_control_mode": args.model_control_mode,
-            "strict_readiness": args.strict_readiness,
-            "exit_timeout_secs": args.exit_timeout_secs,
-            "strict_model_config": args.strict_model_config,
-            "log_level": args.log_level,
-            "inline_execution_us": args.inline_execution_us,
-        }.items()
-        if value is not None
+        name: getattr(args, name)
+        for name in ServerSettings.model_fields
+        if getattr(args, name, None) is not None
     }
-    if args.no_uvloop:
-        overrides["use_uvloop"] = False
     return ServerSettings(**overrides)
 
 
@@ -123,14 +97,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if settings.model_control_mode.value == "poll":
-        print(
-            "volley serve: --model-control-mode poll is not supported yet; use none (load all at "
-            "start) or explicit (RepositoryModelLoad/Unload)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.load_model and settings.model_control_mode.value != "explicit":
+    if settings.load_model and settings.model_control_mode.value != "explicit":
         print("volley serve: --load-model needs --model-control-mode explicit", file=sys.stderr)
         return 2
 
@@ -139,11 +106,11 @@ def _run_serve(args: argparse.Namespace) -> int:
             try:
                 import uvloop
 
-                uvloop.run(serve(settings, args.load_model, args.port_file))
+                uvloop.run(serve(settings, args.port_file))
                 return 0
             except ImportError:
                 pass
-        asyncio.run(serve(settings, args.load_model, args.port_file))
+        asyncio.run(serve(settings, args.port_file))
     except VolleyError as exc:
         print(f"volley serve: {exc.message}", file=sys.stderr)
         return 1
@@ -151,9 +118,10 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_repo(args: argparse.Namespace) -> int:
+    from volley.backends import BackendInspector
     from volley.repository.check import check_repository, format_problems
 
-    problems = check_repository(args.path)
+    problems = check_repository(args.path, BackendInspector())
     if problems:
         print(format_problems(problems))
         print(f"{len(problems)} problem(s) found in {args.path}")
@@ -170,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "repo":
         return _run_repo(args)
     if args.command == "perf":
-        from volley.loadgen.cli import run
+        from volley_perf.cli import run
 
         return run(args)
     return 2

@@ -1,8 +1,27 @@
-"""The one exception tree of Volley; each class carries the gRPC status it maps to."""
+"""The one exception tree of Volley; each class carries the protocol status it maps to.
+
+``Status`` names the KServe v2 / gRPC status codes without importing a transport: each
+frontend maps it to its own codes (gRPC status, HTTP status) in exactly one place.
+"""
 
 from __future__ import annotations
 
-import grpc
+import enum
+
+
+class Status(enum.Enum):
+    """Protocol status of an error, named as gRPC's ``StatusCode`` members."""
+
+    UNKNOWN = "UNKNOWN"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    UNAVAILABLE = "UNAVAILABLE"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    CANCELLED = "CANCELLED"
+    INTERNAL = "INTERNAL"
 
 
 class VolleyError(Exception):
@@ -12,7 +31,7 @@ class VolleyError(Exception):
     wrong in the client's terms and never leak internals.
     """
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code: Status = Status.UNKNOWN
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -22,49 +41,37 @@ class VolleyError(Exception):
 class InvalidArgument(VolleyError):
     """The request is malformed or does not match the model."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Status.INVALID_ARGUMENT
 
 
 class NotFound(VolleyError):
     """Unknown model or version."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    code = Status.NOT_FOUND
 
 
 class Unavailable(VolleyError):
     """Model not ready, server draining, or queue full."""
 
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class ResourceExhausted(VolleyError):
-    """No memory left for a model within its budget."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Status.UNAVAILABLE
 
 
 class DeadlineExceeded(VolleyError):
     """The request's queue timeout or deadline passed before it ran."""
 
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = Status.DEADLINE_EXCEEDED
 
 
 class Unimplemented(VolleyError):
     """A protocol feature Volley does not implement."""
 
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-
-class AlreadyExists(VolleyError):
-    """A resource of that name already exists."""
-
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = Status.UNIMPLEMENTED
 
 
 class Internal(VolleyError):
     """A backend failed; the details are logged, not sent."""
 
-    code = grpc.StatusCode.INTERNAL
+    code = Status.INTERNAL
 
 
 class ConfigError(InvalidArgument):

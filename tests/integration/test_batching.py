@@ -12,7 +12,7 @@ import numpy as np
 from volley._proto.inference import grpc_service_pb2 as pb
 
 from inproc import running_server
-from models import write_matmul_chain
+from onnx_models import write_matmul_chain
 
 WIDTH = 256
 #: Big enough that one batch of 4-16 rows keeps an instance busy for a few hundred ms.

@@ -13,15 +13,13 @@ from typing import Any
 
 import grpc
 import pytest
+from volley_perf.inputs import InputOptions
+from volley_perf.options import PerfOptions
+from volley_perf.profiler import ProfileSettings
+from volley_perf.session import perf
 
 from volley._proto.inference import grpc_service_pb2 as pb
 from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from volley.loadgen.inputs import InputOptions
-from volley.loadgen.options import PerfOptions
-from volley.loadgen.profiler import ProfileSettings
-from volley.loadgen.session import perf
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server_process import EXAMPLE_REPOSITORY, ServerProcess
 

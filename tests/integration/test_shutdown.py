@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,9 +13,7 @@ import numpy as np
 from volley._proto.inference import grpc_service_pb2 as pb
 from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
 
-from models import write_matmul_chain
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from onnx_models import write_matmul_chain
 from server_process import ServerProcess
 
 ROWS, WIDTH, LAYERS = 256, 512, 12

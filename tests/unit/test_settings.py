@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from volley import cli
-from volley.config import ControlMode, ServerSettings
+from volley.settings import ControlMode, ServerSettings
 
 
 def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,9 +41,11 @@ def test_serve_with_bad_settings_exits_2(
     assert "invalid settings" in capsys.readouterr().err
 
 
-def test_poll_mode_is_refused_clearly(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["serve", "--model-control-mode", "poll"]) == 2
-    assert "poll is not supported yet" in capsys.readouterr().err
+def test_unknown_control_mode_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve", "--model-control-mode", "sometimes"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
 
 
 def test_load_model_requires_explicit_mode(capsys: pytest.CaptureFixture[str]) -> None:

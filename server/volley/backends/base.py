@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from volley.repository.spec import ModelSpec
+from volley.model.signature import ModelIO
+from volley.model.spec import ModelSpec
 
 
 class ModelInstance(abc.ABC):
@@ -45,3 +46,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def load(self, spec: ModelSpec, model_path: Path) -> LoadedModel:
         """Load ``model_path`` as ``spec.instance_count`` instances. Blocking."""
+
+    def read_signature(self, model_path: Path) -> ModelIO | None:
+        """The file's input/output signature for auto-complete; None if it cannot be read."""
+        return None
+
+    def verify(self, model_path: Path) -> None:  # noqa: B027 - optional hook
+        """Raise ``ConfigError`` when ``model_path`` cannot be opened (``volley repo check``)."""

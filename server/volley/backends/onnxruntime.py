@@ -11,8 +11,10 @@ import numpy as np
 import onnxruntime as ort
 
 from volley.backends.base import Backend, LoadedModel, ModelInstance
+from volley.backends.onnx_signature import read_onnx_io
 from volley.errors import ConfigError, InvalidArgument
-from volley.repository.spec import Accelerator, ModelSpec, TensorSpec
+from volley.model.signature import ModelIO
+from volley.model.spec import Accelerator, ModelSpec, TensorSpec
 
 log = logging.getLogger("volley.backends.onnxruntime")
 
@@ -183,8 +185,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def load(self, spec: ModelSpec, model_path: Path) -> LoadedModel:
-        if model_path.is_dir():
-            model_path = model_path / "model.onnx"
+        model_path = _model_file(model_path)
         opts = session_options(spec)
         devices = spec.gpus or (0,)
         per_device = max(spec.instance_count // len(devices), 1)
@@ -209,3 +210,26 @@ class OnnxRuntimeBackend(Backend):
         memory[("CPU", 0)] = max(_rss_bytes() - before, 0)
         log.info("loaded %s with %d instance(s)", model_path, len(instances))
         return LoadedModel(instances=instances, memory_bytes=memory)
+
+    def read_signature(self, model_path: Path) -> ModelIO:
+        return read_onnx_io(_model_file(model_path))
+
+    def verify(self, model_path: Path) -> None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        path = _model_file(model_path)
+        try:
+            ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ConfigError(
+                f"ONNX Runtime cannot load the model: {exc}",
+                path=str(path),
+                hint="check the model with onnx.checker.check_model and that its opset "
+                f"is supported by onnxruntime {ort.__version__}",
+            ) from exc
+
+
+def _model_file(model_path: Path) -> Path:
+    """A model given as a directory (external data) holds ``model.onnx``."""
+    return model_path / "model.onnx" if model_path.is_dir() else model_path

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from volley import dtypes
 from volley._proto.inference import model_config_pb2 as mc
 from volley.backends.base import ModelInstance
 from volley.errors import ConfigError
-from volley.frontend.tensors import from_raw
-from volley.repository.spec import ModelSpec
+from volley.model import dtypes
+from volley.model.spec import ModelSpec
+from volley.model.tensors import from_raw
 
 
 def sample_inputs(

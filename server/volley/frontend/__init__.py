@@ -1,1 +1,1 @@
-"""gRPC frontend: servicer, codec, the error mapping, health."""
+"""Transports over the ``InferenceService``: gRPC today."""

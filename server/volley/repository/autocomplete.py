@@ -1,103 +1,30 @@
 """Triton's backend auto-complete: fill inputs, outputs and batching from the model file.
 
-For ONNX models the graph signature is read with ``onnx.load(..., load_external_data=False)``
-(no session, no GPU). A configuration that already lists inputs *and* outputs is not
-auto-completed, only cross-checked against the model, as the ORT backend does. TensorRT
-engines cannot be inspected here, so their inputs and outputs must be configured.
+The model file's signature comes from its backend (``read_signature``), so this module never
+opens a model itself. A configuration that already lists inputs *and* outputs is not
+auto-completed, only cross-checked against the model, as Triton's ORT backend does. Backends
+that cannot read a signature (TensorRT engines here) need inputs and outputs configured.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-import onnx
-from onnx import TensorProto
-
-from volley import dtypes
 from volley._proto.inference import model_config_pb2 as mc
 from volley.errors import ConfigError
+from volley.model import dtypes
+from volley.model.signature import ModelIO, TensorInfo
 
-#: ONNX ``TensorProto`` element type -> v2 datatype string.
-ONNX_DATATYPES: Final[dict[int, str]] = {
-    TensorProto.BOOL: "BOOL",
-    TensorProto.UINT8: "UINT8",
-    TensorProto.UINT16: "UINT16",
-    TensorProto.UINT32: "UINT32",
-    TensorProto.UINT64: "UINT64",
-    TensorProto.INT8: "INT8",
-    TensorProto.INT16: "INT16",
-    TensorProto.INT32: "INT32",
-    TensorProto.INT64: "INT64",
-    TensorProto.FLOAT16: "FP16",
-    TensorProto.FLOAT: "FP32",
-    TensorProto.DOUBLE: "FP64",
-    TensorProto.STRING: "BYTES",
-    TensorProto.BFLOAT16: "BF16",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class TensorInfo:
-    """One graph input or output as the model file declares it."""
-
-    name: str
-    #: v2 datatype string; None for element types the protocol cannot carry.
-    datatype: str | None
-    #: Full shape with ``-1`` for symbolic/unknown dims; None when the rank is unknown.
-    shape: tuple[int, ...] | None
-    #: Name of the ONNX element type, for messages.
-    onnx_type: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelIO:
-    """The signature of a model file."""
-
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
-    #: Graph inputs that have an initializer (the request may override them; optional).
-    overridable: tuple[TensorInfo, ...] = ()
-
-    def can_batch(self) -> bool:
-        """True when every input and output has a dynamic first dimension."""
-        return all(
-            t.shape is not None and len(t.shape) > 0 and t.shape[0] == -1
-            for t in (*self.inputs, *self.outputs)
-        )
-
-
-def read_onnx_io(path: Path) -> ModelIO:
-    """Read the input/output signature of an ONNX file without loading external weights."""
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot read ONNX model: {exc}",
-            path=str(path),
-            hint="make sure the file is a valid ONNX model (onnx.checker.check_model)",
-        ) from exc
-    graph = model.graph
-    initializers = {init.name for init in graph.initializer}
-    initializers.update(init.values.name for init in graph.sparse_initializer)
-    inputs = [_tensor_info(v, path) for v in graph.input]
-    if not graph.output:
-        raise ConfigError(
-            "ONNX model has no graph outputs",
-            path=str(path),
-            hint="make sure the file is an ONNX model exported with its outputs",
-        )
-    return ModelIO(
-        inputs=tuple(t for t in inputs if t.name not in initializers),
-        outputs=tuple(_tensor_info(v, path) for v in graph.output),
-        overridable=tuple(t for t in inputs if t.name in initializers),
-    )
+#: ``(backend name, model file) -> signature``, or None when the backend cannot read one.
+SignatureReader = Callable[[str, Path], "ModelIO | None"]
 
 
 def autocomplete(
     config: mc.ModelConfig,
     model_file: Path,
+    read_signature: SignatureReader,
     *,
     default_max_batch_size: int = 4,
     fill: bool = True,
@@ -108,10 +35,10 @@ def autocomplete(
     ``config.backend`` must already be set. With ``fill`` False nothing is added, the
     configuration is only checked. Errors about the configuration name ``config_path``.
     """
-    if config.backend == "tensorrt":
-        _complete_tensorrt(config, fill=fill, config_path=config_path)
+    io = read_signature(config.backend, model_file)
+    if io is None:
+        _complete_unsigned(config, fill=fill, config_path=config_path)
         return
-    io = read_onnx_io(model_file)
     if fill and not (config.input and config.output):
         complete_from_io(
             config, io, default_max_batch_size=default_max_batch_size, config_path=config_path
@@ -187,7 +114,7 @@ def check_against_io(config: mc.ModelConfig, io: ModelIO, *, config_path: str = 
         _check_tensor("output", output, info, batched=batched, config_path=config_path)
 
 
-def _complete_tensorrt(config: mc.ModelConfig, *, fill: bool, config_path: str) -> None:
+def _complete_unsigned(config: mc.ModelConfig, *, fill: bool, config_path: str) -> None:
     if not config.input or not config.output:
         raise ConfigError(
             "a TensorRT model needs its inputs and outputs in the configuration",
@@ -199,32 +126,12 @@ def _complete_tensorrt(config: mc.ModelConfig, *, fill: bool, config_path: str) 
         config.dynamic_batching.SetInParent()
 
 
-def _tensor_info(value: onnx.ValueInfoProto, path: Path) -> TensorInfo:
-    kind = value.type.WhichOneof("value")
-    if kind != "tensor_type":
-        raise ConfigError(
-            f"model tensor '{value.name}' has type '{kind}', only tensors are supported",
-            path=str(path),
-            hint="export the model with plain tensor inputs and outputs",
-        )
-    tensor_type = value.type.tensor_type
-    elem = int(tensor_type.elem_type)
-    shape: tuple[int, ...] | None = None
-    if tensor_type.HasField("shape"):
-        shape = tuple(
-            int(d.dim_value) if d.WhichOneof("value") == "dim_value" and d.dim_value >= 0 else -1
-            for d in tensor_type.shape.dim
-        )
-    onnx_type = TensorProto.DataType.Name(elem) if elem in TensorProto.DataType.values() else ""
-    return TensorInfo(value.name, ONNX_DATATYPES.get(elem), shape, onnx_type or str(elem))
-
-
 def _fill_tensor(
     tensor: mc.ModelInput | mc.ModelOutput, info: TensorInfo, *, batched: bool, config_path: str
 ) -> None:
     if info.datatype is None:
         raise ConfigError(
-            f"model tensor '{info.name}' has element type {info.onnx_type}, which the "
+            f"model tensor '{info.name}' has element type {info.native_type}, which the "
             "protocol cannot carry",
             path=config_path,
             hint="cast the tensor in the model to a supported type (FP32, INT64, ...)",
@@ -260,7 +167,7 @@ def _check_tensor(
         model_type = (
             mc.DataType.Name(mc.DataType.ValueType(dtypes.TO_CONFIG[info.datatype]))
             if info.datatype is not None
-            else info.onnx_type
+            else info.native_type
         )
         raise ConfigError(
             f"configuration expects datatype {mc.DataType.Name(tensor.data_type)} for {kind} "

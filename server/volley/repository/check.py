@@ -5,12 +5,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import onnxruntime as ort
+from typing import Protocol
 
 from volley.errors import ConfigError
+from volley.model.signature import ModelIO
 from volley.repository import layout
 from volley.repository.loader import LoadedConfig, load_model_config
+
+
+class ModelInspector(Protocol):
+    """What the check asks of the backends: a file's signature, and whether it opens."""
+
+    def read_signature(self, backend: str, model_file: Path) -> ModelIO | None:
+        """The file's input/output signature, or None when the backend cannot read one."""
+        ...
+
+    def verify(self, backend: str, model_file: Path) -> None:
+        """Raise ``ConfigError`` when the backend cannot open ``model_file``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -23,11 +35,11 @@ class Problem:
     hint: str
 
 
-def check_repository(path: Path, *, gpu_count: int = 0) -> list[Problem]:
+def check_repository(path: Path, inspector: ModelInspector, *, gpu_count: int = 0) -> list[Problem]:
     """Load every model of the repository at ``path`` and collect all problems found.
 
-    Each model's configuration is loaded as the server would, and each selected ONNX file
-    is opened in an ONNX Runtime CPU session. An empty list means the repository is fine.
+    Each model's configuration is loaded as the server would, and each selected model file
+    is opened by its backend (``inspector.verify``). An empty list means the repository is fine.
     """
     try:
         models = layout.list_models(path)
@@ -36,7 +48,7 @@ def check_repository(path: Path, *, gpu_count: int = 0) -> list[Problem]:
     problems: list[Problem] = []
     for name, model_dir in models.items():
         try:
-            loaded = load_model_config(model_dir, gpu_count=gpu_count)
+            loaded = load_model_config(model_dir, inspector.read_signature, gpu_count=gpu_count)
         except ConfigError as exc:
             problems.append(_from_error(name, model_dir, exc))
             continue
@@ -50,7 +62,7 @@ def check_repository(path: Path, *, gpu_count: int = 0) -> list[Problem]:
                 )
             )
             continue
-        problems.extend(_check_sessions(name, loaded))
+        problems.extend(_verify_files(name, loaded, inspector))
     return problems
 
 
@@ -74,24 +86,18 @@ def _from_error(model: str, model_dir: Path, exc: ConfigError) -> Problem:
     )
 
 
-def _check_sessions(model: str, loaded: LoadedConfig) -> list[Problem]:
-    if loaded.config.backend != "onnxruntime":
-        return []
+def _verify_files(model: str, loaded: LoadedConfig, inspector: ModelInspector) -> list[Problem]:
     problems = []
     for version, model_file in loaded.versions.items():
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
+            inspector.verify(loaded.config.backend, model_file)
+        except ConfigError as exc:
             problems.append(
                 Problem(
                     model=model,
-                    path=str(model_file),
-                    message=f"ONNX Runtime cannot load version {version}: {exc}",
-                    hint="check the model with onnx.checker.check_model and that its opset "
-                    f"is supported by onnxruntime {ort.__version__}",
+                    path=exc.path or str(model_file),
+                    message=f"version {version}: {exc.message}",
+                    hint=exc.hint,
                 )
             )
     return problems

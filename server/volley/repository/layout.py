@@ -39,7 +39,7 @@ def list_models(repository: Path) -> dict[str, Path]:
     }
 
 
-def parse_version(name: str) -> int | None:
+def version_of_dir(name: str) -> int | None:
     """Version number of a directory name, or None when it is not a version directory.
 
     Only positive base-10 integers without leading zeros count: ``"01"`` and ``"0"`` do not.
@@ -55,7 +55,7 @@ def list_versions(model_dir: Path) -> dict[int, Path]:
     for entry in model_dir.iterdir():
         if not entry.is_dir() or entry.name.startswith(".") or entry.name in RESERVED_DIRS:
             continue
-        version = parse_version(entry.name)
+        version = version_of_dir(entry.name)
         if version is None:
             logger.warning(
                 "ignoring directory '%s' of model '%s': not a version number",

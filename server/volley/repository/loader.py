@@ -7,8 +7,9 @@ from pathlib import Path
 
 from volley._proto.inference import model_config_pb2 as mc
 from volley.errors import ConfigError
+from volley.model.spec import ModelSpec
 from volley.repository import autocomplete, config_io, layout, normalize, policy
-from volley.repository.spec import ModelSpec
+from volley.repository.autocomplete import SignatureReader
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class LoadedConfig:
 
 def load_model_config(
     model_dir: Path,
+    read_signature: SignatureReader,
     *,
     gpu_count: int = 0,
     default_max_batch_size: int = 4,
@@ -32,6 +34,7 @@ def load_model_config(
 ) -> LoadedConfig:
     """Read, auto-complete, normalize and validate the model in ``model_dir``.
 
+    ``read_signature`` asks the model's backend for a file's signature (auto-complete);
     ``gpu_count`` is the number of visible GPUs (resolves ``KIND_AUTO``);
     ``default_max_batch_size`` is what auto-complete gives a batchable model without a
     ``max_batch_size``; with ``auto_complete`` False the configuration is only checked against
@@ -69,6 +72,7 @@ def load_model_config(
     autocomplete.autocomplete(
         config,
         newest,
+        read_signature,
         default_max_batch_size=default_max_batch_size,
         fill=auto_complete,
         config_path=config_path,

@@ -1,8 +1,9 @@
 """The asyncio side of dynamic batching: futures, timers and executor threads.
 
-The batching core (``volley.scheduler.core``) decides which queued requests form the next
-batch and when; this module owns the futures, the instance threads and the statistics. A
-model without dynamic batching goes through the same path with batches of one request.
+The batching core (``volley.scheduler._batchcore``, configured by ``queue.QueueSettings``)
+decides which queued requests form the next batch and when; this module owns the futures, the
+instance threads and the timers, and reports each batch to the model's statistics. A model
+without dynamic batching goes through the same path with batches of one request.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -19,15 +19,15 @@ import numpy as np
 
 from volley.backends.base import ModelInstance
 from volley.errors import DeadlineExceeded, Internal, Unavailable, VolleyError
-from volley.repository.spec import ModelSpec, QueuePolicy
-from volley.scheduler import core
+from volley.model.spec import ModelSpec
+from volley.scheduler import _batchcore as core
+from volley.scheduler.queue import QueueSettings
 from volley.scheduler.request import InferRequest, Outputs
 from volley.telemetry.stats import ModelStats
 
 log = logging.getLogger("volley.scheduler")
 
 _now = time.monotonic_ns
-_MAX_SHAPE_KEYS = 4096
 #: Executions measured on threads before a model may switch to inline execution.
 _WARM_EXECUTIONS = 8
 
@@ -68,30 +68,11 @@ class DynamicBatcher:
         self._free: list[ModelInstance] = list(instances)
         self._stats = stats
         batching = spec.batching
-        self._batching = batching
-        self._policies: tuple[QueuePolicy, ...] = ()
-        if batching is None:
-            self._queue = core.BatchQueue(1, (1,), 0, 0, (0,), (False,))
-        else:
-            levels = batching.priority_levels
-            policies = (
-                [batching.queue_policy(level) for level in range(1, levels + 1)]
-                if levels
-                else [batching.default_queue_policy]
-            )
-            self._policies = tuple(policies)
-            self._queue = core.BatchQueue(
-                spec.max_batch_size,
-                batching.preferred_batch_sizes,
-                batching.max_queue_delay_us * 1000,
-                levels,
-                [p.max_queue_size for p in policies],
-                [p.delay_on_timeout for p in policies],
-            )
+        self._settings = QueueSettings(spec)
+        self._queue = self._settings.queue
         self._ordered = batching is not None and batching.preserve_ordering
         self._release: deque[_Batch] = deque()
         self._pending: dict[int, tuple[InferRequest, asyncio.Future[Outputs]]] = {}
-        self._keys: dict[Hashable, int] = {}
         self._next_rid = 0
         self._running = 0
         self._pool = ThreadPoolExecutor(
@@ -118,13 +99,10 @@ class DynamicBatcher:
             raise Unavailable(f"model '{self._name}' is not accepting requests (unloading)")
         rid = self._next_rid
         self._next_rid = rid + 1
-        level, expire_ns = self._level_and_expiry(request)
-        key = self._keys.get(request.shape_key)
-        if key is None:
-            if len(self._keys) >= _MAX_SHAPE_KEYS:
-                self._keys.clear()
-            key = self._keys[request.shape_key] = len(self._keys)
-        rows = request.rows if self._batching is not None else 1
+        settings = self._settings
+        level, expire_ns = settings.level_and_expiry(request)
+        key = settings.shape_key(request)
+        rows = settings.rows(request)
         if not self._queue.push(rid, rows, level, key, _now(), expire_ns):
             raise Unavailable(
                 f"Exceeds maximum queue size: model '{self._name}' queue is full, try again later"
@@ -138,15 +116,6 @@ class DynamicBatcher:
             if self._queue.remove(rid):
                 self._pending.pop(rid, None)
             raise
-
-    def _level_and_expiry(self, request: InferRequest) -> tuple[int, int]:
-        batching = self._batching
-        if batching is None:
-            return 0, 0
-        level = batching.level_of(request.priority)
-        policy = self._policies[level - 1 if level else 0]
-        timeout_us = policy.effective_timeout_us(request.timeout_us)
-        return level, (request.arrival_ns + timeout_us * 1000) if timeout_us else 0
 
     # -- the batcher task -------------------------------------------------------------------------
     async def _run(self) -> None:

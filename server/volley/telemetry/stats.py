@@ -1,13 +1,13 @@
 """Per-model-version statistics, as the protocol's ``ModelStatistics`` RPC reports them.
 
-Updated only from the event-loop thread, so plain integer fields need no lock.
+The one recorder of what happened to requests: the service records each request's outcome,
+the batcher each executed batch. Updated only from the event-loop thread, so plain integer
+fields need no lock. Transports turn a ``ModelStats`` into their own message.
 """
 
 from __future__ import annotations
 
 import time
-
-from volley._proto.inference import grpc_service_pb2 as pb
 
 
 class Duration:
@@ -22,10 +22,6 @@ class Duration:
     def add(self, ns: int, count: int = 1) -> None:
         self.count += count
         self.ns += ns
-
-    def fill(self, msg: pb.StatisticDuration) -> None:
-        msg.count = self.count
-        msg.ns = self.ns
 
 
 class BatchRow:
@@ -88,29 +84,3 @@ class ModelStats:
         """A request that reached this model failed."""
         self.fail.add(total_ns)
         self.last_inference_ms = time.time_ns() // 1_000_000
-
-    def to_proto(self) -> pb.ModelStatistics:
-        """The ``ModelStatistics`` message for this version."""
-        msg = pb.ModelStatistics(
-            name=self.name,
-            version=str(self.version),
-            last_inference=self.last_inference_ms,
-            inference_count=self.inference_count,
-            execution_count=self.execution_count,
-        )
-        s = msg.inference_stats
-        self.success.fill(s.success)
-        self.fail.fill(s.fail)
-        self.queue.fill(s.queue)
-        self.compute_input.fill(s.compute_input)
-        self.compute_infer.fill(s.compute_infer)
-        self.compute_output.fill(s.compute_output)
-        for size in sorted(self.batches):
-            row = self.batches[size]
-            b = msg.batch_stats.add(batch_size=size)
-            row.compute_input.fill(b.compute_input)
-            row.compute_infer.fill(b.compute_infer)
-            row.compute_output.fill(b.compute_output)
-        for (kind, device), size in sorted(self.memory_bytes.items()):
-            msg.memory_usage.add(type=kind, id=device, byte_size=size)
-        return msg

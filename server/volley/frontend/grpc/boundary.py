@@ -1,0 +1,46 @@
+"""The gRPC transport's one error boundary: every exception becomes a status here."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from volley.errors import Status, VolleyError
+
+log = logging.getLogger("volley.frontend")
+
+T = TypeVar("T")
+
+_CODES: dict[Status, grpc.StatusCode] = {s: grpc.StatusCode[s.value] for s in Status}
+
+
+def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Status code and client-facing message for ``exc``; unexpected errors hide their details."""
+    if isinstance(exc, VolleyError):
+        return _CODES[exc.code], exc.message
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED, "the call was cancelled"
+    log.error("unexpected error", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal error (see the server log)"
+
+
+def guarded(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]]:
+    """Decorate a unary servicer method so every exception ends the call via ``to_status``."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            code, message = to_status(exc)
+            await context.abort(code, message)
+            raise  # unreachable: abort raises
+
+    return wrapper

@@ -1,0 +1,183 @@
+"""Protobuf messages <-> the service's protocol-neutral values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from volley._proto.inference import grpc_service_pb2 as pb
+from volley.errors import InvalidArgument
+from volley.model import tensors
+from volley.serving.types import (
+    IndexEntry,
+    InferenceRequest,
+    InferenceResponse,
+    InputTensor,
+    ModelMetadata,
+    ParamValue,
+    RequestedOutput,
+    ServerMetadata,
+)
+from volley.telemetry.stats import Duration, ModelStats
+
+#: v2 datatype -> the one ``InferTensorContents`` field allowed to carry it.
+CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+_ALL_FIELDS = tuple(sorted(set(CONTENTS_FIELD.values())))
+
+
+def request_from_pb(msg: pb.ModelInferRequest, arrival_ns: int) -> InferenceRequest:
+    """A ``ModelInferRequest`` as the service's request; raw contents are not copied."""
+    raw = msg.raw_input_contents
+    n_inputs = len(msg.inputs)
+    if raw and len(raw) != n_inputs:
+        raise InvalidArgument(
+            f"model '{msg.model_name}': raw_input_contents has {len(raw)} entries for "
+            f"{n_inputs} inputs (one entry per input, in input order)"
+        )
+    inputs: list[InputTensor] = []
+    for index, tensor in enumerate(msg.inputs):
+        item = InputTensor(tensor.name, tensor.datatype, list(tensor.shape))
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidArgument(
+                    f"contents field must not be specified when using raw_input_contents "
+                    f"for '{tensor.name}' for model '{msg.model_name}'"
+                )
+            item.raw = raw[index]
+        elif tensor.HasField("contents"):
+            item.values = contents_values(tensor.datatype, tensor.contents, tensor.name)
+        if tensor.parameters:
+            item.parameters = params_from_pb(tensor.parameters)
+        inputs.append(item)
+    request = InferenceRequest(
+        model_name=msg.model_name,
+        model_version=msg.model_version,
+        id=msg.id,
+        inputs=inputs,
+        arrival_ns=arrival_ns,
+    )
+    if msg.outputs:
+        request.outputs = [
+            RequestedOutput(o.name, params_from_pb(o.parameters) if o.parameters else None)
+            for o in msg.outputs
+        ]
+    if msg.parameters:
+        request.parameters = params_from_pb(msg.parameters, request=True)
+    return request
+
+
+def contents_values(datatype: str, contents: pb.InferTensorContents, name: str) -> Any:
+    """The typed values of ``contents``, checking that only the datatype's own field is set."""
+    field = CONTENTS_FIELD.get(datatype)
+    if field is None:
+        raise InvalidArgument(
+            f"input '{name}': {datatype} data can only be sent as raw_input_contents"
+        )
+    for other in _ALL_FIELDS:
+        if other != field and len(getattr(contents, other)):
+            raise InvalidArgument(
+                f"unexpected explicit tensor data for input tensor '{name}' for datatype "
+                f"{datatype}: got {other}, expected {field}"
+            )
+    return getattr(contents, field)
+
+
+def params_from_pb(params: Mapping[str, Any], *, request: bool = False) -> dict[str, ParamValue]:
+    """``InferParameter`` (or ``ModelRepositoryParameter``) values as plain Python.
+
+    In a request's own parameters ``uint64_param`` is accepted only for ``priority``.
+    """
+    out: dict[str, ParamValue] = {}
+    for key, param in params.items():
+        kind = param.WhichOneof("parameter_choice")
+        if kind is None:
+            continue
+        if kind == "uint64_param" and request and key != "priority":
+            raise InvalidArgument(
+                f"parameter '{key}': uint64_param is only accepted for 'priority'; use int64_param"
+            )
+        out[key] = getattr(param, kind)
+    return out
+
+
+def response_to_pb(response: InferenceResponse) -> pb.ModelInferResponse:
+    """The service's response as a ``ModelInferResponse`` with ``raw_output_contents``."""
+    msg = pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
+    raw = msg.raw_output_contents
+    add = msg.outputs.add
+    for out in response.outputs:
+        add(name=out.name, datatype=out.datatype, shape=out.array.shape)
+        raw.append(tensors.to_raw(out.array, out.datatype))
+    return msg
+
+
+def server_metadata_to_pb(meta: ServerMetadata) -> pb.ServerMetadataResponse:
+    """``ServerMetadataResponse``."""
+    return pb.ServerMetadataResponse(
+        name=meta.name, version=meta.version, extensions=list(meta.extensions)
+    )
+
+
+def model_metadata_to_pb(meta: ModelMetadata) -> pb.ModelMetadataResponse:
+    """``ModelMetadataResponse``."""
+    msg = pb.ModelMetadataResponse(name=meta.name, versions=meta.versions, platform=meta.platform)
+    for t in meta.inputs:
+        msg.inputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
+    for t in meta.outputs:
+        msg.outputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
+    return msg
+
+
+def _fill(msg: pb.StatisticDuration, duration: Duration) -> None:
+    msg.count = duration.count
+    msg.ns = duration.ns
+
+
+def stats_to_pb(stats: ModelStats) -> pb.ModelStatistics:
+    """One version's ``ModelStatistics`` message."""
+    msg = pb.ModelStatistics(
+        name=stats.name,
+        version=str(stats.version),
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+    )
+    s = msg.inference_stats
+    _fill(s.success, stats.success)
+    _fill(s.fail, stats.fail)
+    _fill(s.queue, stats.queue)
+    _fill(s.compute_input, stats.compute_input)
+    _fill(s.compute_infer, stats.compute_infer)
+    _fill(s.compute_output, stats.compute_output)
+    for size in sorted(stats.batches):
+        row = stats.batches[size]
+        b = msg.batch_stats.add(batch_size=size)
+        _fill(b.compute_input, row.compute_input)
+        _fill(b.compute_infer, row.compute_infer)
+        _fill(b.compute_output, row.compute_output)
+    for (kind, device), size in sorted(stats.memory_bytes.items()):
+        msg.memory_usage.add(type=kind, id=device, byte_size=size)
+    return msg
+
+
+def index_to_pb(rows: list[IndexEntry]) -> pb.RepositoryIndexResponse:
+    """``RepositoryIndexResponse``."""
+    msg = pb.RepositoryIndexResponse()
+    for row in rows:
+        msg.models.add(name=row.name, version=row.version, state=row.state, reason=row.reason)
+    return msg

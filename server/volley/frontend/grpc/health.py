@@ -1,0 +1,35 @@
+"""``grpc.health.v1.Health``: SERVING exactly when the server is ready, as Triton answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from volley.errors import NotFound
+from volley.frontend.grpc.boundary import guarded
+
+#: Service names ``Check`` answers for: the server as a whole and the inference service.
+KNOWN_SERVICES = frozenset({"", "inference.GRPCInferenceService"})
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
+    """``Check`` reports the server's readiness; unknown service names are NOT_FOUND."""
+
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        self._ready = ready
+
+    @guarded
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthCheckResponse:
+        if request.service not in KNOWN_SERVICES:
+            raise NotFound(f"unknown service '{request.service}'")
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self._ready()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        return health_pb2.HealthCheckResponse(status=status)

@@ -1,0 +1,167 @@
+"""``inference.GRPCInferenceService``: converts messages and calls the ``InferenceService``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from volley._proto.inference import grpc_service_pb2 as pb
+from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from volley.errors import Unimplemented
+from volley.frontend.grpc import convert
+from volley.frontend.grpc.boundary import guarded, to_status
+from volley.serving.service import InferenceService
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+_monotonic_ns = time.monotonic_ns
+
+
+def _no_repository_name(repository_name: str) -> None:
+    if repository_name:
+        raise Unimplemented("'repository_name' specification is not supported")
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Every RPC of the KServe v2 gRPC protocol as Triton serves it."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self._service = service
+
+    # -- health and metadata ------------------------------------------------------------------
+    @guarded
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: Ctx
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self._service.live)
+
+    @guarded
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: Ctx
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._service.server_ready())
+
+    @guarded
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Ctx
+    ) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self._service.model_ready(request.name, request.version))
+
+    @guarded
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Ctx
+    ) -> pb.ServerMetadataResponse:
+        return convert.server_metadata_to_pb(self._service.server_metadata())
+
+    @guarded
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Ctx
+    ) -> pb.ModelMetadataResponse:
+        meta = self._service.model_metadata(request.name, request.version)
+        return convert.model_metadata_to_pb(meta)
+
+    @guarded
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: Ctx
+    ) -> pb.ModelConfigResponse:
+        response = pb.ModelConfigResponse()
+        response.config.CopyFrom(self._service.model_config(request.name, request.version))
+        return response
+
+    # -- inference ----------------------------------------------------------------------------
+    @guarded
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Ctx
+    ) -> pb.ModelInferResponse:
+        req = convert.request_from_pb(request, _monotonic_ns())
+        return convert.response_to_pb(await self._service.infer(req))
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Ctx
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Each request runs concurrently; responses are written in arrival order."""
+        results = self._service.stream(
+            request_iterator, lambda msg: convert.request_from_pb(msg, _monotonic_ns())
+        )
+        async for result in results:
+            if result.response is not None:
+                response = convert.response_to_pb(result.response)
+                response.parameters["triton_final_response"].bool_param = True
+                yield pb.ModelStreamInferResponse(infer_response=response)
+                continue
+            assert result.error is not None
+            _, message = to_status(result.error)
+            failed = pb.ModelStreamInferResponse(error_message=message)
+            source = result.source
+            failed.infer_response.id = source.id
+            failed.infer_response.model_name = source.model_name
+            failed.infer_response.model_version = source.model_version
+            yield failed
+
+    # -- statistics and repository ------------------------------------------------------------
+    @guarded
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Ctx
+    ) -> pb.ModelStatisticsResponse:
+        stats = self._service.statistics(request.name, request.version)
+        return pb.ModelStatisticsResponse(model_stats=[convert.stats_to_pb(s) for s in stats])
+
+    @guarded
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Ctx
+    ) -> pb.RepositoryIndexResponse:
+        _no_repository_name(request.repository_name)
+        return convert.index_to_pb(self._service.repository_index(request.ready))
+
+    @guarded
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Ctx
+    ) -> pb.RepositoryModelLoadResponse:
+        _no_repository_name(request.repository_name)
+        params = convert.params_from_pb(request.parameters) if request.parameters else {}
+        await self._service.load(request.model_name, params)
+        return pb.RepositoryModelLoadResponse()
+
+    @guarded
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Ctx
+    ) -> pb.RepositoryModelUnloadResponse:
+        _no_repository_name(request.repository_name)
+        await self._service.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # -- extensions this server does not implement ----------------------------------------------
+    @guarded
+    async def SystemSharedMemoryStatus(self, request: Any, context: Ctx) -> Any:
+        raise Unimplemented("system shared memory is not supported by this server")
+
+    @guarded
+    async def SystemSharedMemoryRegister(self, request: Any, context: Ctx) -> Any:
+        raise Unimplemented("system shared memory is not supported by this server")
+
+    @guarded
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Ctx) -> Any:
+        raise Unimplemented("system shared memory is not supported by this server")
+
+    @guarded
+    async def CudaSharedMemoryStatus(self, request: Any, context: Ctx) -> Any:
+        raise Unimplemented("CUDA shared memory is not supported by this server")
+
+    @guarded
+    async def CudaSharedMemoryRegister(self, request: Any, context: Ctx) -> Any:
+        raise Unimplemented("CUDA shared memory is not supported by this server")
+
+    @guarded
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Ctx) -> Any:
+        raise Unimplemented("CUDA shared memory is not supported by this server")
+
+    @guarded
+    async def TraceSetting(self, request: Any, context: Ctx) -> Any:
+        raise Unimplemented("the trace extension is not supported by this server")
+
+    @guarded
+    async def LogSettings(self, request: Any, context: Ctx) -> Any:
+        raise Unimplemented("the logging extension is not supported by this server")

@@ -1,0 +1,1 @@
+"""The data plane: registry, model lifecycle and the transport-free ``InferenceService``."""

@@ -1,0 +1,214 @@
+"""``InferenceRequest`` -> validated scheduler ``InferRequest``; outputs -> ``InferenceResponse``.
+
+Every check against the model spec (names, datatypes, shapes, sizes, parameters) happens here,
+before anything is queued, whatever transport the request came on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from volley.errors import InvalidArgument, Unimplemented
+from volley.model import tensors
+from volley.model.spec import ModelSpec, TensorSpec
+from volley.scheduler.request import InferRequest
+from volley.serving.types import (
+    InferenceRequest,
+    InferenceResponse,
+    OutputTensor,
+    ParamValue,
+    RequestedOutput,
+)
+
+_RESERVED = frozenset(
+    ("sequence_id", "sequence_start", "sequence_end", "headers", "binary_data_output")
+)
+_SHM_KEYS = ("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size")
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A decoded request and what the client asked to get back."""
+
+    request: InferRequest
+    #: Output names to return, in request order; empty = every output of the model.
+    outputs: list[str]
+
+
+def decode(req: InferenceRequest, spec: ModelSpec) -> Decoded:
+    """Validate ``req`` against ``spec`` and decode its tensors without copying raw data."""
+    model = spec.name
+    n_inputs = len(req.inputs)
+    if n_inputs < spec.required_inputs or n_inputs > len(spec.inputs):
+        expected = (
+            str(len(spec.inputs))
+            if spec.required_inputs == len(spec.inputs)
+            else f"{spec.required_inputs} to {len(spec.inputs)}"
+        )
+        raise InvalidArgument(
+            f"expected {expected} inputs but got {n_inputs} inputs for model '{model}'"
+            + _missing(req, spec)
+        )
+    max_batch = spec.max_batch_size
+    arrays: dict[str, np.ndarray] = {}
+    batch = -1
+    key: list[object] = []
+    for tensor in req.inputs:
+        name = tensor.name
+        ts = spec.input_by_name.get(name)
+        if ts is None:
+            raise InvalidArgument(
+                f"unexpected inference input '{name}' for model '{model}'; it has inputs "
+                f"{[t.name for t in spec.inputs]}"
+            )
+        if name in arrays:
+            raise InvalidArgument(f"input '{name}' appears more than once in the request")
+        if tensor.datatype != ts.datatype:
+            raise InvalidArgument(
+                f"inference input '{name}' data-type is '{tensor.datatype}', but model "
+                f"'{model}' expects '{ts.datatype}'"
+            )
+        shape = tensor.shape
+        _check_shape(shape, ts, max_batch, model)
+        if max_batch > 0:
+            if batch == -1:
+                batch = shape[0]
+            elif shape[0] != batch:
+                raise InvalidArgument(
+                    f"input '{name}' batch size {shape[0]} does not match other inputs' "
+                    f"batch size {batch} for model '{model}'"
+                )
+        if tensor.parameters:
+            _check_input_parameters(tensor.parameters, name)
+        if tensor.raw is not None:
+            arrays[name] = tensors.from_raw(ts.datatype, shape, tensor.raw, name)
+        elif tensor.values is not None:
+            arrays[name] = tensors.from_values(ts.datatype, shape, tensor.values, name)
+        else:
+            raise InvalidArgument(f"unable to find data for input tensor '{name}' in the request")
+        key.append(name)
+        key.extend(shape[1:] if max_batch > 0 else shape)
+    priority, timeout_us = _request_parameters(req.parameters) if req.parameters else (0, 0)
+    outputs = _requested_outputs(req.outputs, spec) if req.outputs else []
+    request = InferRequest(
+        inputs=arrays,
+        rows=batch if max_batch > 0 else 1,
+        shape_key=tuple(key),
+        priority=priority,
+        timeout_us=timeout_us,
+        arrival_ns=req.arrival_ns,
+    )
+    return Decoded(request=request, outputs=outputs)
+
+
+def _missing(req: InferenceRequest, spec: ModelSpec) -> str:
+    given = {t.name for t in req.inputs}
+    missing = [t.name for t in spec.inputs if not t.optional and t.name not in given]
+    return f"; missing {missing}" if missing else ""
+
+
+def _check_shape(shape: list[int], ts: TensorSpec, max_batch: int, model: str) -> None:
+    dims = ts.dims
+    offset = 1 if max_batch > 0 else 0
+    if len(shape) != len(dims) + offset:
+        raise _shape_error(shape, ts, max_batch, model)
+    if offset and not 1 <= shape[0] <= max_batch:
+        if shape[0] < 0:
+            raise _shape_error(shape, ts, max_batch, model)
+        raise InvalidArgument(
+            f"inference request batch-size must be <= {max_batch} for '{model}', "
+            f"got {shape[0]} for input '{ts.name}'" + (" (and at least 1)" if shape[0] < 1 else "")
+        )
+    for i, want in enumerate(dims, offset):
+        got = shape[i]
+        if got < 0 or (want != got and want != -1):
+            raise _shape_error(shape, ts, max_batch, model)
+
+
+def _shape_error(shape: list[int], ts: TensorSpec, max_batch: int, model: str) -> InvalidArgument:
+    if any(d < 0 for d in shape):
+        return InvalidArgument(
+            f"All input dimensions should be specified for input '{ts.name}' for model "
+            f"'{model}', got {shape}"
+        )
+    expected = ts.full_shape(max_batch)
+    return InvalidArgument(
+        f"unexpected shape for input '{ts.name}' for model '{model}'. Expected "
+        f"{expected}, got {shape}"
+    )
+
+
+def _check_input_parameters(parameters: dict[str, ParamValue], name: str) -> None:
+    if any(k in parameters for k in _SHM_KEYS):
+        raise Unimplemented(
+            f"input '{name}': shared memory is not supported by this server; send the data "
+            "in raw_input_contents"
+        )
+
+
+def _request_parameters(parameters: dict[str, ParamValue]) -> tuple[int, int]:
+    priority = 0
+    timeout_us = 0
+    for key, value in parameters.items():
+        if key == "priority":
+            if type(value) is not int or value < 0:
+                raise InvalidArgument("parameter 'priority' must be a non-negative integer")
+            priority = value
+        elif key == "timeout":
+            if type(value) is not int or value < 0:
+                raise InvalidArgument(
+                    "parameter 'timeout' must be a non-negative integer (microseconds)"
+                )
+            timeout_us = value
+        elif key in _RESERVED:
+            if key.startswith("sequence_"):
+                raise Unimplemented(
+                    f"parameter '{key}': sequence batching is not supported by this server"
+                )
+            raise InvalidArgument(f"parameter '{key}' is reserved and cannot be set by a request")
+        elif key.startswith("triton_"):
+            raise InvalidArgument(f"parameter '{key}' uses the reserved prefix 'triton_'")
+    return priority, timeout_us
+
+
+def _requested_outputs(requested: list[RequestedOutput], spec: ModelSpec) -> list[str]:
+    names: list[str] = []
+    for out in requested:
+        if out.name not in spec.output_by_name:
+            raise InvalidArgument(
+                f"unexpected inference output '{out.name}' for model '{spec.name}'; it has "
+                f"outputs {[t.name for t in spec.outputs]}"
+            )
+        if out.parameters:
+            if "classification" in out.parameters:
+                raise Unimplemented(
+                    f"output '{out.name}': the classification extension is not supported"
+                )
+            if any(k in out.parameters for k in _SHM_KEYS):
+                raise Unimplemented(
+                    f"output '{out.name}': shared memory is not supported by this server"
+                )
+        names.append(out.name)
+    return names
+
+
+def encode(
+    spec: ModelSpec,
+    version: str,
+    request_id: str,
+    outputs: dict[str, np.ndarray],
+    requested: list[str],
+) -> InferenceResponse:
+    """The response: requested outputs in request order, else every output in config order."""
+    by_name = spec.output_by_name
+    return InferenceResponse(
+        model_name=spec.name,
+        model_version=version,
+        id=request_id,
+        outputs=[
+            OutputTensor(name, by_name[name].datatype, outputs[name])
+            for name in (requested or spec.output_names)
+        ],
+    )

@@ -1,0 +1,135 @@
+"""Which model versions exist and their state; read on every request without locks.
+
+Writers replace whole ``ModelEntry`` snapshots, so a reader's plain dict lookup always sees
+a consistent entry (copy-on-write).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from volley.backends.base import LoadedModel
+from volley.errors import InvalidArgument, NotFound, Unavailable
+from volley.model.spec import ModelSpec
+from volley.scheduler.base import Scheduler
+from volley.telemetry.stats import ModelStats
+
+
+class ModelState(enum.Enum):
+    """Lifecycle state of a model version, named as the protocol reports them."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    """One version of a model: its spec, instances, scheduler and statistics."""
+
+    name: str
+    version: int
+    spec: ModelSpec
+    state: ModelState = ModelState.LOADING
+    reason: str = ""
+    #: True once unloaded on purpose (not a failure: readiness ignores it).
+    unloaded: bool = False
+    loaded: LoadedModel | None = None
+    scheduler: Scheduler | None = None
+    stats: ModelStats = field(init=False)
+    version_str: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = ModelStats(self.name, self.version)
+        self.version_str = str(self.version)
+
+    @property
+    def ready(self) -> bool:
+        """True while the version serves requests."""
+        return self.state is ModelState.READY
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """Immutable snapshot of a model's versions."""
+
+    name: str
+    versions: dict[int, ModelVersion]
+    #: Highest READY version (what a request without a version gets), if any.
+    default: ModelVersion | None
+    #: Why the model has no versions at all (e.g. a broken config); empty otherwise.
+    reason: str = ""
+
+    @classmethod
+    def of(cls, name: str, versions: dict[int, ModelVersion], reason: str = "") -> ModelEntry:
+        """A snapshot of ``versions``; the default is the highest READY one."""
+        ready = [v for n, v in sorted(versions.items()) if v.ready]
+        return cls(name, dict(versions), ready[-1] if ready else None, reason)
+
+    @property
+    def failed(self) -> bool:
+        """True when the model could not be loaded at all (no versions, a reason)."""
+        return not self.versions and bool(self.reason)
+
+
+class Registry:
+    """Model name -> ``ModelEntry``; the one place requests resolve models."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, ModelEntry] = {}
+
+    def publish(self, entry: ModelEntry) -> None:
+        """Atomically replace a model's entry."""
+        self._models[entry.name] = entry
+
+    def get(self, name: str) -> ModelEntry | None:
+        """The entry of ``name``, if the model was ever loaded or tried."""
+        return self._models.get(name)
+
+    def entries(self) -> list[ModelEntry]:
+        """Every entry, sorted by model name."""
+        return [self._models[k] for k in sorted(self._models)]
+
+    def resolve(self, name: str, version: str) -> ModelVersion:
+        """The READY version a request for ``(name, version)`` runs on, or the protocol's error."""
+        entry = self._models.get(name)
+        if entry is None:
+            raise NotFound(f"Request for unknown model: '{name}' is not found")
+        if not version:
+            if entry.default is None:
+                raise NotFound(f"'{name}' has no available versions")
+            return entry.default
+        mv = entry.versions.get(parse_request_version(version))
+        if mv is None:
+            raise NotFound(f"'{name}' version {version} is not found")
+        if not mv.ready:
+            raise Unavailable(f"'{name}' version {version} is not at ready state")
+        return mv
+
+    def lookup(self, name: str, version: str) -> ModelVersion:
+        """Like ``resolve`` but also returns versions that are not READY."""
+        entry = self._models.get(name)
+        if entry is None:
+            raise NotFound(f"Request for unknown model: '{name}' is not found")
+        if not version:
+            if entry.default is not None:
+                return entry.default
+            if entry.versions:
+                return entry.versions[max(entry.versions)]
+            raise NotFound(f"'{name}' has no available versions")
+        mv = entry.versions.get(parse_request_version(version))
+        if mv is None:
+            raise NotFound(f"'{name}' version {version} is not found")
+        return mv
+
+
+def parse_request_version(text: str) -> int:
+    """A request's version string as an int; anything but ASCII digits is invalid."""
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidArgument(
+            f"failed to get model version from specified version string '{text}' "
+            "(it must be a non-negative integer)"
+        )
+    return int(text)

@@ -1,0 +1,240 @@
+"""``InferenceService``: the transport-free data plane every frontend calls.
+
+Resolve, readiness, metadata, infer, stream, statistics, repository index, load and unload,
+in protocol-neutral types (``serving.types``). Request outcomes are recorded here, once, for
+every transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from volley._proto.inference import model_config_pb2 as mc
+from volley.errors import InvalidArgument, Unavailable, VolleyError
+from volley.serving import codec
+from volley.serving.lifecycle import ModelManager
+from volley.serving.registry import ModelState, ModelVersion, Registry
+from volley.serving.types import (
+    IndexEntry,
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    ParamValue,
+    ServerMetadata,
+    TensorMetadata,
+)
+from volley.telemetry.stats import ModelStats
+
+T = TypeVar("T")
+
+_now = time.monotonic_ns
+
+#: Requests of one stream that may be in flight at once before its reader waits.
+STREAM_WINDOW = 64
+
+
+@dataclass(slots=True)
+class StreamResult(Generic[T]):
+    """One message of a stream and what became of it: a response or an error."""
+
+    source: T
+    response: InferenceResponse | None = None
+    error: BaseException | None = None
+
+
+class InferenceService:
+    """Everything a transport needs, over the registry and the model lifecycle."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        manager: ModelManager,
+        *,
+        server_name: str = "volley",
+        server_version: str = "",
+        extensions: tuple[str, ...] = (),
+        explicit_control: bool = False,
+        strict_readiness: bool = True,
+    ) -> None:
+        self.registry = registry
+        self.manager = manager
+        self._metadata = ServerMetadata(server_name, server_version, extensions)
+        self._explicit = explicit_control
+        self._strict_readiness = strict_readiness
+        #: True once the transports accept calls; False again when the server stops.
+        self.live = False
+        #: True while shutting down: the server is no longer ready.
+        self.draining = False
+
+    # -- health and metadata ------------------------------------------------------------------
+    def server_ready(self) -> bool:
+        """Readiness as Triton defines it (strict: every known version READY)."""
+        if not self.live or self.draining:
+            return False
+        if not self._strict_readiness:
+            return True
+        for entry in self.registry.entries():
+            if entry.failed:
+                return False
+            for mv in entry.versions.values():
+                if mv.state is not ModelState.READY and not mv.unloaded:
+                    return False
+        return True
+
+    def model_ready(self, name: str, version: str) -> bool:
+        """True when that version (or the model's default) serves requests."""
+        return self.registry.lookup(name, version).ready
+
+    def server_metadata(self) -> ServerMetadata:
+        """Server name, version and the protocol extensions it implements."""
+        return self._metadata
+
+    def model_metadata(self, name: str, version: str) -> ModelMetadata:
+        """Inputs, outputs and READY versions of a model (or of one version)."""
+        mv = self.registry.resolve(name, version)
+        spec = mv.spec
+        if version:
+            versions = [mv.version_str]
+        else:
+            entry = self.registry.get(name)
+            assert entry is not None
+            versions = [v.version_str for _, v in sorted(entry.versions.items()) if v.ready]
+        batch = spec.max_batch_size
+        return ModelMetadata(
+            name=spec.name,
+            versions=versions,
+            platform=spec.platform or spec.backend,
+            inputs=[TensorMetadata(t.name, t.datatype, t.full_shape(batch)) for t in spec.inputs],
+            outputs=[TensorMetadata(t.name, t.datatype, t.full_shape(batch)) for t in spec.outputs],
+        )
+
+    def model_config(self, name: str, version: str) -> mc.ModelConfig:
+        """The effective configuration of a READY version."""
+        return self.registry.resolve(name, version).spec.config
+
+    # -- inference ----------------------------------------------------------------------------
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Validate, queue and run one request; its outcome is recorded in the statistics."""
+        mv = self.registry.resolve(request.model_name, request.model_version)
+        try:
+            response = await self._infer(mv, request)
+        except BaseException:
+            mv.stats.record_failure(_now() - request.arrival_ns)
+            raise
+        mv.stats.record_success(_now() - request.arrival_ns)
+        return response
+
+    @staticmethod
+    async def _infer(mv: ModelVersion, request: InferenceRequest) -> InferenceResponse:
+        scheduler = mv.scheduler
+        if scheduler is None:
+            raise Unavailable(f"'{mv.name}' version {mv.version} is not at ready state")
+        decoded = codec.decode(request, mv.spec)
+        outputs = await scheduler.infer(decoded.request)
+        return codec.encode(mv.spec, mv.version_str, request.id, outputs, decoded.outputs)
+
+    async def stream(
+        self, messages: AsyncIterator[T], convert: Callable[[T], InferenceRequest]
+    ) -> AsyncIterator[StreamResult[T]]:
+        """Run a stream's requests concurrently; results come in arrival order.
+
+        ``convert`` turns one transport message into a request (its errors become that
+        message's error). At most ``STREAM_WINDOW`` requests are in flight: beyond that the
+        reader stops taking messages until the client reads results (back-pressure).
+        """
+        order: asyncio.Queue[asyncio.Task[StreamResult[T]] | None] = asyncio.Queue(STREAM_WINDOW)
+
+        async def one(message: T) -> StreamResult[T]:
+            try:
+                response = await self.infer(convert(message))
+            except Exception as exc:
+                return StreamResult(message, error=exc)
+            return StreamResult(message, response=response)
+
+        async def read() -> None:
+            try:
+                async for message in messages:
+                    await order.put(asyncio.ensure_future(one(message)))
+            finally:
+                await order.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await order.get()) is not None:
+                yield await task
+            await reader
+        finally:
+            reader.cancel()
+            while not order.empty():
+                leftover = order.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
+
+    # -- statistics and repository ------------------------------------------------------------
+    def statistics(self, name: str, version: str) -> list[ModelStats]:
+        """Statistics of every READY version, of one model, or of one version."""
+        if not name:
+            return [
+                mv.stats
+                for entry in self.registry.entries()
+                for _, mv in sorted(entry.versions.items())
+                if mv.ready
+            ]
+        named = self.registry.get(name)
+        if named is None or named.default is None:
+            raise InvalidArgument(f"requested model '{name}' is not available")
+        if version:
+            mv = self.registry.lookup(name, version)
+            if not mv.ready:
+                raise InvalidArgument(
+                    f"requested model '{name}' version {version} is not available"
+                )
+            return [mv.stats]
+        return [mv.stats for _, mv in sorted(named.versions.items()) if mv.ready]
+
+    def repository_index(self, ready_only: bool) -> list[IndexEntry]:
+        """Every model of the repositories, with each known version's state and reason."""
+        rows: list[IndexEntry] = []
+        for name in sorted(self.manager.model_dirs()):
+            entry = self.registry.get(name)
+            if entry is None or (not entry.versions and not entry.reason):
+                if not ready_only:
+                    rows.append(IndexEntry(name))
+                continue
+            if not entry.versions:
+                if not ready_only:
+                    rows.append(
+                        IndexEntry(name, state=ModelState.UNAVAILABLE.value, reason=entry.reason)
+                    )
+                continue
+            for _, mv in sorted(entry.versions.items()):
+                if ready_only and not mv.ready:
+                    continue
+                rows.append(IndexEntry(name, mv.version_str, mv.state.value, mv.reason))
+        return rows
+
+    async def load(self, name: str, parameters: Mapping[str, ParamValue]) -> None:
+        """``RepositoryModelLoad``: (re)load a model in explicit control mode."""
+        self._check_explicit()
+        if parameters:
+            raise InvalidArgument(
+                f"unrecognized load parameter(s) {sorted(parameters)}: this server "
+                "loads models from the repository directory only"
+            )
+        try:
+            await self.manager.load(name)
+        except VolleyError as exc:
+            raise InvalidArgument(f"load failed for model '{name}': {exc.message}") from exc
+
+    async def unload(self, name: str) -> None:
+        """``RepositoryModelUnload``: stop serving a model; in-flight requests finish."""
+        self._check_explicit()
+        await self.manager.unload(name)
+
+    def _check_explicit(self) -> None:
+        if not self._explicit:
+            raise Unavailable("explicit model load / unload is not allowed if polling is enabled")
