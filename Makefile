@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install build proto proto-check lint format typecheck test serve bench clean
 
-$(BIN)/volley: pyproject.toml setup.py csrc/_batchcore.pyx
+$(BIN)/volley: pyproject.toml setup.py server/volley/scheduler/_batchcore_c.pyx
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"
@@ -28,6 +28,7 @@ proto-check: proto
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=server $(BIN)/lint-imports --no-cache --no-logo
 
 format: install
 	$(BIN)/ruff format .
@@ -48,4 +49,4 @@ bench: install
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf build $(VENV) server/*.egg-info server/volley/*.so
+	rm -rf build $(VENV) server/*.egg-info server/volley/scheduler/*.so server/volley/scheduler/*.c

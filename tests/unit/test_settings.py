@@ -51,3 +51,25 @@ def test_unknown_control_mode_is_refused(capsys: pytest.CaptureFixture[str]) -> 
 def test_load_model_requires_explicit_mode(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["serve", "--load-model", "simple"]) == 2
     assert "--model-control-mode explicit" in capsys.readouterr().err
+
+
+def test_readme_settings_table_is_generated_from_the_settings() -> None:
+    from volley.settings import settings_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("<!-- settings-table")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- /settings-table -->")
+    assert readme[start:end] == settings_table(), (
+        "README's settings table is stale: paste volley.settings.settings_table() into it"
+    )
+
+
+def test_every_setting_is_a_serve_flag() -> None:
+    parser = cli.build_parser()
+    serve = next(
+        a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("serve")
+    )
+    flags = {s for action in serve._actions for s in action.option_strings}
+    for name in ServerSettings.model_fields:
+        assert "--" + name.replace("_", "-") in flags
