@@ -1,4 +1,7 @@
-"""Volley's own Python work per request, without gRPC: decode, batcher round trip, encode.
+"""Volley's own Python work per request, without a socket: decode, batcher round trip, encode.
+
+``decode_us`` is the gRPC message -> service request conversion plus validation against the
+spec; ``encode_us`` the outputs -> service response -> gRPC message.
 
 Measures in-process, on the ``simple`` example model, with a fake instance that returns
 precomputed outputs, so only Volley's code is timed (not the model, not grpcio). Run before and
@@ -15,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from volley._proto.inference import grpc_service_pb2 as pb
+from volley.backends import BackendInspector
 from volley.backends.base import ModelInstance
+from volley.frontend.grpc import convert
 from volley.repository.loader import load_model_config
 from volley.scheduler import _batchcore as core
 from volley.scheduler.batcher import DynamicBatcher
@@ -61,19 +66,23 @@ async def batcher_us(
 
 
 def main() -> int:
-    spec = load_model_config(BENCH.parent / "model_repository" / "simple").spec
+    spec = load_model_config(
+        BENCH.parent / "model_repository" / "simple", BackendInspector().read_signature
+    ).spec
     msg = pb.ModelInferRequest(model_name="simple")
     for name in ("INPUT0", "INPUT1"):
         msg.inputs.add(name=name, datatype="INT32", shape=[1, 16])
         msg.raw_input_contents.append(np.ones((1, 16), np.int32).tobytes())
     raw = msg.SerializeToString()
-    decoded = codec.decode(msg, spec, 0)
+    decoded = codec.decode(convert.request_from_pb(msg, 0), spec)
     outputs = {name: np.ones((1, 16), np.int32) for name in ("OUTPUT0", "OUTPUT1")}
     results = {
         "core": core.IMPLEMENTATION,
         "parse_us": per_call_us(lambda: pb.ModelInferRequest.FromString(raw)),
-        "decode_us": per_call_us(lambda: codec.decode(msg, spec, 0)),
-        "encode_us": per_call_us(lambda: codec.encode(spec, "1", "", outputs, [])),
+        "decode_us": per_call_us(lambda: codec.decode(convert.request_from_pb(msg, 0), spec)),
+        "encode_us": per_call_us(
+            lambda: convert.response_to_pb(codec.encode(spec, "1", "", outputs, []))
+        ),
     }
     import uvloop
 

@@ -23,6 +23,7 @@ from volley.model.spec import ModelSpec
 from volley.scheduler import _batchcore as core
 from volley.scheduler.queue import QueueSettings
 from volley.scheduler.request import InferRequest, Outputs
+from volley.scheduler.timer import LoopTimer
 from volley.telemetry.stats import ModelStats
 
 log = logging.getLogger("volley.scheduler")
@@ -121,17 +122,21 @@ class DynamicBatcher:
     async def _run(self) -> None:
         loop, wake = self._loop, self._wake
         assert loop is not None and wake is not None
-        while not self._stopping:
-            wake.clear()
-            delay_ns = self._step()
-            if self._stopping:
-                break
-            if delay_ns < 0:
-                await wake.wait()
-            else:
-                timer = loop.call_at(loop.time() + delay_ns / 1e9, wake.set)
-                await wake.wait()
-                timer.cancel()
+        timer = LoopTimer(loop, wake.set)
+        try:
+            while not self._stopping:
+                wake.clear()
+                delay_ns = self._step()
+                if self._stopping:
+                    break
+                if delay_ns < 0:
+                    await wake.wait()
+                else:
+                    timer.arm(_now() + delay_ns)
+                    await wake.wait()
+                    timer.disarm()
+        finally:
+            timer.close()
 
     def _step(self) -> int:
         """Expire, then dispatch every batch that is ready while instances are free.
