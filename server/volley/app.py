@@ -52,7 +52,12 @@ class VolleyServer:
         )
         self._explicit = explicit
         self._load_models = settings.load_model
-        self._grpc = GrpcFrontend(self.service, settings.grpc_address, settings.grpc_port)
+        self._grpc = GrpcFrontend(
+            self.service,
+            settings.grpc_address,
+            settings.grpc_port,
+            settings.grpc_transport.value,
+        )
         self.port = 0
 
     async def start(self) -> int:

@@ -21,6 +21,17 @@ class ControlMode(str, enum.Enum):
     EXPLICIT = "explicit"
 
 
+class GrpcTransport(str, enum.Enum):
+    """Which gRPC server serves the protocol."""
+
+    #: The native transport when it can serve the settings, else grpcio.
+    AUTO = "auto"
+    #: HTTP/2 and gRPC framing on Rust threads outside the GIL (pygrpc-native).
+    NATIVE = "native"
+    #: grpcio's ``grpc.aio`` server.
+    GRPCIO = "grpcio"
+
+
 class ServerSettings(BaseSettings):
     """Everything ``volley serve`` can be told. Validated once at start-up."""
 
@@ -32,6 +43,11 @@ class ServerSettings(BaseSettings):
     )
     grpc_address: str = Field("0.0.0.0", description="Address the gRPC server binds.")
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
+    grpc_transport: GrpcTransport = Field(
+        GrpcTransport.AUTO,
+        description="gRPC server: native (HTTP/2 outside the GIL), grpcio, or auto (native "
+        "whenever it can serve the settings).",
+    )
     model_control_mode: ControlMode = Field(
         ControlMode.NONE,
         description="none: load every model at start; explicit: RepositoryModelLoad/Unload.",

@@ -13,9 +13,10 @@ if "volley._proto.inference.grpc_service_pb2" in sys.modules:
     raise RuntimeError("run tests/compat in its own pytest process (see Makefile: make test)")
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[ServerProcess]:
-    proc = ServerProcess(EXAMPLE_REPOSITORY)
+@pytest.fixture(scope="session", params=("native", "grpcio"))
+def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """The example repository served on each gRPC transport in turn."""
+    proc = ServerProcess(EXAMPLE_REPOSITORY, env={"VOLLEY_GRPC_TRANSPORT": str(request.param)})
     yield proc
     code = proc.stop()
     assert code == 0, f"server exited with {code}:\n{proc.log()}"

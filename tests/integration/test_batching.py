@@ -104,10 +104,17 @@ parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
         waited = time.monotonic() - started
         assert waited < one_batch, (waited, one_batch)  # its own timer, not the busy instance
         await asyncio.gather(*busy)
-        # one request runs, three fit in the queue, the rest arrive while it is full
+        # one request runs, three fit in the queue, the rest arrive while it is full. The
+        # first is sent alone so it is running before the others arrive: a transport that
+        # delivers calls in bursts would otherwise queue all eight before the batcher looks.
+        running = asyncio.ensure_future(stub.ModelInfer(dense_request(big)))
+        await asyncio.sleep(min(0.05, one_batch / 4))
         results = await asyncio.gather(
-            *(stub.ModelInfer(dense_request(big)) for _ in range(8)), return_exceptions=True
+            running,
+            *(stub.ModelInfer(dense_request(big)) for _ in range(7)),
+            return_exceptions=True,
         )
+        assert not isinstance(results[0], BaseException), results[0]
         rejected = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
         assert 1 <= len(rejected) <= 4, results
         for error in rejected:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from volley.errors import NotFound
-from volley.frontend.grpc.boundary import guarded
+from volley.errors import NotFound, Unimplemented
+from volley.frontend.grpc.boundary import guarded, to_status
 
 #: Service names ``Check`` answers for: the server as a whole and the inference service.
 KNOWN_SERVICES = frozenset({"", "inference.GRPCInferenceService"})
@@ -33,3 +33,11 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        """Not served: Triton answers ``Check`` only."""
+        code, message = to_status(Unimplemented("Health.Watch is not supported; use Check"))
+        await context.abort(code, message)
+        yield health_pb2.HealthCheckResponse()  # unreachable: abort raises

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -11,29 +13,40 @@ from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from volley.errors import VolleyError
 from volley.frontend.grpc.health import HealthServicer
 from volley.frontend.grpc.servicer import InferenceServicer
+from volley.frontend.grpc.transport import choose, create_server
 from volley.serving.service import InferenceService
+
+log = logging.getLogger("volley.frontend")
 
 _MAX_MESSAGE = 2**31 - 1
 _SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
 class GrpcFrontend:
-    """The gRPC transport over one ``InferenceService``."""
+    """The gRPC transport over one ``InferenceService``, on the native server or grpcio's."""
 
-    def __init__(self, service: InferenceService, address: str, port: int) -> None:
+    def __init__(
+        self, service: InferenceService, address: str, port: int, transport: str = "auto"
+    ) -> None:
         self._service = service
         self._address = f"{address}:{port}"
         self._server: grpc.aio.Server | None = None
+        try:
+            self.transport, self.why = choose(transport)
+        except ValueError as exc:
+            raise VolleyError(str(exc)) from exc
         self.port = 0
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
-        server = grpc.aio.server(
-            options=[
+        log.info("gRPC transport: %s (%s)", self.transport.value, self.why)
+        server = create_server(
+            self.transport,
+            [
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self._service), server)
         health_pb2_grpc.add_HealthServicer_to_server(
@@ -47,7 +60,10 @@ class GrpcFrontend:
             ),
             server,
         )
-        self.port = server.add_insecure_port(self._address)
+        try:
+            self.port = server.add_insecure_port(self._address)
+        except RuntimeError as exc:
+            raise VolleyError(f"could not bind gRPC address {self._address}: {exc}") from exc
         if self.port == 0:
             raise VolleyError(f"could not bind gRPC address {self._address}")
         await server.start()
