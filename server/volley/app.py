@@ -60,6 +60,11 @@ class VolleyServer:
         )
         self.port = 0
 
+    @property
+    def grpc_transport(self) -> str:
+        """The gRPC transport serving (``native`` or ``grpcio``)."""
+        return self._grpc.transport.value
+
     async def start(self) -> int:
         """Load models, then bind and start the gRPC server; returns the bound port."""
         for repo in self.settings.model_repository:

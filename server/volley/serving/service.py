@@ -119,6 +119,8 @@ class InferenceService:
     # -- inference ----------------------------------------------------------------------------
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """Validate, queue and run one request; its outcome is recorded in the statistics."""
+        if self.draining:
+            raise Unavailable("the server is shutting down and accepts no new requests")
         mv = self.registry.resolve(request.model_name, request.model_version)
         try:
             response = await self._infer(mv, request)
