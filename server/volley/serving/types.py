@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -42,14 +42,14 @@ class InferenceRequest:
     model_version: str
     id: str
     inputs: list[InputTensor]
-    outputs: list[RequestedOutput] = field(default_factory=list)
-    parameters: dict[str, ParamValue] = field(default_factory=dict)
     #: ``time.monotonic_ns()`` when the transport received the request.
     arrival_ns: int = 0
+    #: The outputs asked for; None = every output of the model.
+    outputs: list[RequestedOutput] | None = None
+    parameters: dict[str, ParamValue] | None = None
 
 
-@dataclass(slots=True, eq=False)
-class OutputTensor:
+class OutputTensor(NamedTuple):
     """One output of a response."""
 
     name: str

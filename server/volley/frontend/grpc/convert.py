@@ -40,35 +40,32 @@ _ALL_FIELDS = tuple(sorted(set(CONTENTS_FIELD.values())))
 
 def request_from_pb(msg: pb.ModelInferRequest, arrival_ns: int) -> InferenceRequest:
     """A ``ModelInferRequest`` as the service's request; raw contents are not copied."""
-    raw = msg.raw_input_contents
-    n_inputs = len(msg.inputs)
-    if raw and len(raw) != n_inputs:
+    # Slices ([:]) of repeated fields are several times cheaper than iterating them.
+    specs = msg.inputs[:]
+    raws = msg.raw_input_contents[:] if msg.raw_input_contents else None
+    if raws is not None and len(raws) != len(specs):
         raise InvalidArgument(
-            f"model '{msg.model_name}': raw_input_contents has {len(raw)} entries for "
-            f"{n_inputs} inputs (one entry per input, in input order)"
+            f"model '{msg.model_name}': raw_input_contents has {len(raws)} entries for "
+            f"{len(specs)} inputs (one entry per input, in input order)"
         )
     inputs: list[InputTensor] = []
-    for index, tensor in enumerate(msg.inputs):
-        item = InputTensor(tensor.name, tensor.datatype, list(tensor.shape))
-        if raw:
+    for index, tensor in enumerate(specs):
+        if raws is not None:
             if tensor.HasField("contents"):
                 raise InvalidArgument(
                     f"contents field must not be specified when using raw_input_contents "
                     f"for '{tensor.name}' for model '{msg.model_name}'"
                 )
-            item.raw = raw[index]
+            item = InputTensor(tensor.name, tensor.datatype, tensor.shape[:], raws[index])
         elif tensor.HasField("contents"):
-            item.values = contents_values(tensor.datatype, tensor.contents, tensor.name)
+            values = contents_values(tensor.datatype, tensor.contents, tensor.name)
+            item = InputTensor(tensor.name, tensor.datatype, tensor.shape[:], None, values)
+        else:
+            item = InputTensor(tensor.name, tensor.datatype, tensor.shape[:])
         if tensor.parameters:
             item.parameters = params_from_pb(tensor.parameters)
         inputs.append(item)
-    request = InferenceRequest(
-        model_name=msg.model_name,
-        model_version=msg.model_version,
-        id=msg.id,
-        inputs=inputs,
-        arrival_ns=arrival_ns,
-    )
+    request = InferenceRequest(msg.model_name, msg.model_version, msg.id, inputs, arrival_ns)
     if msg.outputs:
         request.outputs = [
             RequestedOutput(o.name, params_from_pb(o.parameters) if o.parameters else None)
@@ -118,11 +115,12 @@ def response_to_pb(response: InferenceResponse) -> pb.ModelInferResponse:
     msg = pb.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id
     )
-    raw = msg.raw_output_contents
     add = msg.outputs.add
-    for out in response.outputs:
-        add(name=out.name, datatype=out.datatype, shape=out.array.shape)
-        raw.append(tensors.to_raw(out.array, out.datatype))
+    raw: list[bytes] = []
+    for name, datatype, array in response.outputs:
+        add(name=name, datatype=datatype, shape=array.shape)
+        raw.append(tensors.to_raw(array, datatype))
+    msg.raw_output_contents.extend(raw)
     return msg
 
 
