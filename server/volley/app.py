@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 
 from volley import __version__
 from volley.backends.devices import cuda_device_count
 from volley.errors import VolleyError
-from volley.frontend.grpc.server import GrpcFrontend
+from volley.frontend.grpc import restriction
+from volley.frontend.grpc.server import GrpcFrontend, GrpcOptions, TlsFiles
 from volley.serving.lifecycle import ModelManager
 from volley.serving.registry import Registry
 from volley.serving.service import InferenceService
@@ -25,6 +27,45 @@ EXTENSIONS = (
     "model_configuration",
     "statistics",
 )
+
+
+def grpc_options(settings: ServerSettings) -> GrpcOptions:
+    """The gRPC frontend's options from the settings (TLS files, restrictions, limits)."""
+    tls = None
+    if settings.grpc_use_ssl:
+        assert settings.grpc_server_cert is not None and settings.grpc_server_key is not None
+        tls = TlsFiles(
+            settings.grpc_server_cert,
+            settings.grpc_server_key,
+            settings.grpc_root_cert,
+            settings.grpc_use_ssl_mutual,
+        )
+    try:
+        restrictions = restriction.parse(settings.grpc_restricted_protocol)
+    except ValueError as exc:
+        raise VolleyError(str(exc)) from exc
+    return GrpcOptions(
+        address=settings.grpc_address,
+        port=settings.grpc_port,
+        transport=settings.grpc_transport.value,
+        tls=tls,
+        restrictions=restrictions,
+        max_message_bytes=settings.grpc_max_message_size,
+        channel_args=(
+            ("grpc.keepalive_time_ms", settings.grpc_keepalive_time),
+            ("grpc.keepalive_timeout_ms", settings.grpc_keepalive_timeout),
+            (
+                "grpc.keepalive_permit_without_calls",
+                int(settings.grpc_keepalive_permit_without_calls),
+            ),
+            ("grpc.http2.max_pings_without_data", settings.grpc_http2_max_pings_without_data),
+            (
+                "grpc.http2.min_ping_interval_without_data_ms",
+                settings.grpc_http2_min_recv_ping_interval_without_data,
+            ),
+            ("grpc.http2.max_ping_strikes", settings.grpc_http2_max_ping_strikes),
+        ),
+    )
 
 
 class VolleyServer:
@@ -49,15 +90,11 @@ class VolleyServer:
             extensions=EXTENSIONS,
             explicit_control=explicit,
             strict_readiness=settings.strict_readiness,
+            max_inflight=settings.max_inflight_requests,
         )
         self._explicit = explicit
         self._load_models = settings.load_model
-        self._grpc = GrpcFrontend(
-            self.service,
-            settings.grpc_address,
-            settings.grpc_port,
-            settings.grpc_transport.value,
-        )
+        self._grpc = GrpcFrontend(self.service, grpc_options(settings))
         self.port = 0
 
     @property
@@ -107,6 +144,29 @@ async def serve(settings: ServerSettings, port_file: Path | None = None) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down: finishing in-flight requests (up to %ss)", settings.exit_timeout_secs)
-    await server.stop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _exit_now, sig)
+    grace = settings.exit_timeout_secs
+    log.info("shutting down: finishing in-flight requests (up to %ss)", grace)
+    try:
+        # The transports get the grace period; unloading gets a bounded margin after it.
+        await asyncio.wait_for(server.stop(), grace + _UNLOAD_MARGIN_S)
+    except asyncio.TimeoutError:
+        log.error("shutdown did not finish within %ss; exiting anyway", grace + _UNLOAD_MARGIN_S)
+        _flush_and_exit(1)
     log.info("stopped")
+
+
+#: Seconds after the grace period that unloading models may take before the process exits.
+_UNLOAD_MARGIN_S = 10.0
+
+
+def _exit_now(sig: signal.Signals) -> None:
+    """A second SIGTERM/SIGINT during shutdown: exit at once."""
+    log.warning("second %s during shutdown: exiting now", sig.name)
+    _flush_and_exit(1)
+
+
+def _flush_and_exit(code: int) -> None:
+    logging.shutdown()
+    os._exit(code)

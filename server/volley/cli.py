@@ -7,6 +7,7 @@ import asyncio
 import enum
 import logging
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ def _add_setting(parser: argparse.ArgumentParser, name: str, annotation: Any, he
     """One flag for one settings field, typed from its annotation."""
     kwargs: dict[str, Any] = {"dest": name, "help": f"{help} (env {env_name(name)})"}
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        origin = typing.get_origin(annotation)
     if origin is list:
         (item,) = typing.get_args(annotation)
         kwargs.update(action="append", type=item)

@@ -56,6 +56,12 @@ class Unavailable(VolleyError):
     code = Status.UNAVAILABLE
 
 
+class ResourceExhausted(VolleyError):
+    """The server is at its in-flight cap, or no memory is left for a model."""
+
+    code = Status.RESOURCE_EXHAUSTED
+
+
 class DeadlineExceeded(VolleyError):
     """The request's queue timeout or deadline passed before it ran."""
 

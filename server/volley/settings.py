@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +48,54 @@ class ServerSettings(BaseSettings):
         description="gRPC server: native (HTTP/2 outside the GIL), grpcio, or auto (native "
         "whenever it can serve the settings).",
     )
+    grpc_use_ssl: bool = Field(False, description="Serve gRPC over TLS (selects grpcio).")
+    grpc_server_cert: Path | None = Field(None, description="PEM certificate chain of the server.")
+    grpc_server_key: Path | None = Field(None, description="PEM private key of the server.")
+    grpc_root_cert: Path | None = Field(
+        None, description="PEM root certificates that client certificates must chain to."
+    )
+    grpc_use_ssl_mutual: bool = Field(
+        False, description="Require and verify a client certificate (mTLS; needs the root cert)."
+    )
+    grpc_restricted_protocol: list[str] = Field(
+        default_factory=list,
+        description="'<groups>:<key>=<value>': calls of these API groups need the header "
+        "'triton-grpc-protocol-<key>: <value>'; repeatable. Groups: health, metadata, "
+        "inference, shared-memory, model-config, model-repository, statistics, trace, logging.",
+    )
+    grpc_max_message_size: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        le=2**31 - 1,
+        description="Largest gRPC message received or sent, in bytes.",
+    )
+    grpc_keepalive_time: int = Field(
+        7_200_000, ge=1, description="Milliseconds between keepalive pings the server sends."
+    )
+    grpc_keepalive_timeout: int = Field(
+        20_000, ge=1, description="Milliseconds the server waits for a keepalive ping's ack."
+    )
+    grpc_keepalive_permit_without_calls: bool = Field(
+        False, description="Allow clients' keepalive pings on connections with no calls."
+    )
+    grpc_http2_max_pings_without_data: int = Field(
+        2, ge=0, description="Pings the server sends without data before it must send data."
+    )
+    grpc_http2_min_recv_ping_interval_without_data: int = Field(
+        300_000,
+        ge=0,
+        description="Minimum milliseconds between a client's pings without data; faster pings "
+        "are strikes.",
+    )
+    grpc_http2_max_ping_strikes: int = Field(
+        2, ge=0, description="Ping strikes before the connection is closed (0 = no limit)."
+    )
+    max_inflight_requests: int = Field(
+        2048,
+        ge=0,
+        description="Inference requests in the server at once (all models, all transports); "
+        "beyond it requests are refused at once with RESOURCE_EXHAUSTED; 0 = no cap.",
+    )
     model_control_mode: ControlMode = Field(
         ControlMode.NONE,
         description="none: load every model at start; explicit: RepositoryModelLoad/Unload.",
@@ -78,6 +126,14 @@ class ServerSettings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
     use_uvloop: bool = Field(True, description="Run the event loop on uvloop when installed.")
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> ServerSettings:
+        if self.grpc_use_ssl and (self.grpc_server_cert is None or self.grpc_server_key is None):
+            raise ValueError("--grpc-use-ssl needs --grpc-server-cert and --grpc-server-key")
+        if self.grpc_use_ssl_mutual and (not self.grpc_use_ssl or self.grpc_root_cert is None):
+            raise ValueError("--grpc-use-ssl-mutual needs --grpc-use-ssl and --grpc-root-cert")
+        return self
 
 
 def flag_name(field: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from volley._proto.inference import model_config_pb2 as mc
-from volley.errors import InvalidArgument, Unavailable, VolleyError
+from volley.errors import InvalidArgument, ResourceExhausted, Unavailable, VolleyError
 from volley.serving import codec
 from volley.serving.lifecycle import ModelManager
 from volley.serving.registry import ModelState, ModelVersion, Registry
@@ -59,12 +59,16 @@ class InferenceService:
         extensions: tuple[str, ...] = (),
         explicit_control: bool = False,
         strict_readiness: bool = True,
+        max_inflight: int = 0,
     ) -> None:
         self.registry = registry
         self.manager = manager
         self._metadata = ServerMetadata(server_name, server_version, extensions)
         self._explicit = explicit_control
         self._strict_readiness = strict_readiness
+        self._max_inflight = max_inflight
+        #: Inference requests inside ``infer`` right now (all models, all transports).
+        self.inflight = 0
         #: True once the transports accept calls; False again when the server stops.
         self.live = False
         #: True while shutting down: the server is no longer ready.
@@ -121,12 +125,20 @@ class InferenceService:
         """Validate, queue and run one request; its outcome is recorded in the statistics."""
         if self.draining:
             raise Unavailable("the server is shutting down and accepts no new requests")
+        if self._max_inflight and self.inflight >= self._max_inflight:
+            raise ResourceExhausted(
+                f"the server is at its limit of {self._max_inflight} requests in flight; "
+                "try again later"
+            )
         mv = self.registry.resolve(request.model_name, request.model_version)
+        self.inflight += 1
         try:
             response = await self._infer(mv, request)
         except BaseException:
             mv.stats.record_failure(_now() - request.arrival_ns)
             raise
+        finally:
+            self.inflight -= 1
         mv.stats.record_success(_now() - request.arrival_ns)
         return response
 

@@ -102,11 +102,13 @@ class FakeContext:
 
 
 class Servicer:
+    restrictions: dict[str, tuple[str, str]] = {}
+
     def __init__(self, error: BaseException | None) -> None:
         self.error = error
         self.seen: list[Any] = []
 
-    @guarded
+    @guarded("inference")
     async def Method(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         self.seen.append(request)
         if self.error is not None:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import grpc
 
 from volley.errors import Status, VolleyError
+from volley.frontend.grpc import restriction
 
 log = logging.getLogger("volley.frontend")
 
@@ -29,18 +30,28 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error (see the server log)"
 
 
-def guarded(
-    method: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]]:
-    """Decorate a unary servicer method so every exception ends the call via ``to_status``."""
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]]
 
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
-        try:
-            return await method(self, request, context)
-        except Exception as exc:
-            code, message = to_status(exc)
-            await context.abort(code, message)
-            raise  # unreachable: abort raises
 
-    return wrapper
+def guarded(group: str) -> Callable[[Handler[T]], Handler[T]]:
+    """Decorate a unary servicer method of API ``group``: its restriction is checked first
+    (when the servicer's ``restrictions`` name the group), and every exception ends the call
+    via ``to_status``."""
+
+    def decorate(method: Handler[T]) -> Handler[T]:
+        @functools.wraps(method)
+        async def wrapper(
+            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> T:
+            try:
+                if self.restrictions:
+                    restriction.check(self.restrictions, group, context)
+                return await method(self, request, context)
+            except Exception as exc:
+                code, message = to_status(exc)
+                await context.abort(code, message)
+                raise  # unreachable: abort raises
+
+        return wrapper
+
+    return decorate

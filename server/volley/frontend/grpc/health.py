@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from volley.errors import NotFound, Unimplemented
 from volley.frontend.grpc.boundary import guarded, to_status
+from volley.frontend.grpc.restriction import Restrictions
 
 #: Service names ``Check`` answers for: the server as a whole and the inference service.
 KNOWN_SERVICES = frozenset({"", "inference.GRPCInferenceService"})
@@ -18,10 +19,12 @@ KNOWN_SERVICES = frozenset({"", "inference.GRPCInferenceService"})
 class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     """``Check`` reports the server's readiness; unknown service names are NOT_FOUND."""
 
-    def __init__(self, ready: Callable[[], bool]) -> None:
+    def __init__(self, ready: Callable[[], bool], restrictions: Restrictions | None = None) -> None:
         self._ready = ready
+        #: Restricted API groups (checked by ``guarded``).
+        self.restrictions = dict(restrictions or {})
 
-    @guarded
+    @guarded("health")
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> health_pb2.HealthCheckResponse:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,39 +20,78 @@ from volley.serving.service import InferenceService
 
 log = logging.getLogger("volley.frontend")
 
-_MAX_MESSAGE = 2**31 - 1
 _SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS server; ``mutual`` requires client certificates signed by ``root``."""
+
+    cert: Path
+    key: Path
+    root: Path | None = None
+    mutual: bool = False
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """The server credentials, reading the files now (errors name the file)."""
+        try:
+            key, cert = self.key.read_bytes(), self.cert.read_bytes()
+            root = self.root.read_bytes() if self.root is not None else None
+        except OSError as exc:
+            raise VolleyError(f"cannot read a TLS file: {exc}") from exc
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=root, require_client_auth=self.mutual
+        )
+
+
+@dataclass(frozen=True)
+class GrpcOptions:
+    """Everything the gRPC frontend is configured with, validated by the settings."""
+
+    address: str = "0.0.0.0"
+    port: int = 8001
+    #: ``auto``, ``native`` or ``grpcio``.
+    transport: str = "auto"
+    tls: TlsFiles | None = None
+    #: API group -> (header, value) that its calls must carry.
+    restrictions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    max_message_bytes: int = 64 * 1024 * 1024
+    #: Further ``grpc.*`` channel arguments (keepalive and HTTP/2 ping policy).
+    channel_args: tuple[tuple[str, int], ...] = ()
 
 
 class GrpcFrontend:
     """The gRPC transport over one ``InferenceService``, on the native server or grpcio's."""
 
-    def __init__(
-        self, service: InferenceService, address: str, port: int, transport: str = "auto"
-    ) -> None:
+    def __init__(self, service: InferenceService, options: GrpcOptions) -> None:
         self._service = service
-        self._address = f"{address}:{port}"
+        self._options = options
+        self._address = f"{options.address}:{options.port}"
         self._server: grpc.aio.Server | None = None
         try:
-            self.transport, self.why = choose(transport)
+            self.transport, self.why = choose(options.transport, tls=options.tls is not None)
         except ValueError as exc:
             raise VolleyError(str(exc)) from exc
         self.port = 0
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
+        options = self._options
         log.info("gRPC transport: %s (%s)", self.transport.value, self.why)
         server = create_server(
             self.transport,
             [
-                ("grpc.max_send_message_length", _MAX_MESSAGE),
-                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                ("grpc.max_send_message_length", options.max_message_bytes),
+                ("grpc.max_receive_message_length", options.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                *options.channel_args,
             ],
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self._service), server)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self._service, options.restrictions), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(
-            HealthServicer(self._service.server_ready), server
+            HealthServicer(self._service.server_ready, options.restrictions), server
         )
         reflection.enable_server_reflection(
             (
@@ -61,7 +102,10 @@ class GrpcFrontend:
             server,
         )
         try:
-            self.port = server.add_insecure_port(self._address)
+            if options.tls is not None:
+                self.port = server.add_secure_port(self._address, options.tls.credentials())
+            else:
+                self.port = server.add_insecure_port(self._address)
         except RuntimeError as exc:
             raise VolleyError(f"could not bind gRPC address {self._address}: {exc}") from exc
         if self.port == 0:

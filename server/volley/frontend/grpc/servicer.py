@@ -11,8 +11,9 @@ import grpc
 from volley._proto.inference import grpc_service_pb2 as pb
 from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from volley.errors import Unimplemented
-from volley.frontend.grpc import convert
+from volley.frontend.grpc import convert, restriction
 from volley.frontend.grpc.boundary import guarded, to_status
+from volley.frontend.grpc.restriction import Restrictions
 from volley.serving.service import InferenceService
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -28,42 +29,44 @@ def _no_repository_name(repository_name: str) -> None:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Every RPC of the KServe v2 gRPC protocol as Triton serves it."""
 
-    def __init__(self, service: InferenceService) -> None:
+    def __init__(self, service: InferenceService, restrictions: Restrictions | None = None) -> None:
         self._service = service
+        #: Restricted API groups (checked by ``guarded``).
+        self.restrictions = dict(restrictions or {})
 
     # -- health and metadata ------------------------------------------------------------------
-    @guarded
+    @guarded("health")
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: Ctx
     ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self._service.live)
 
-    @guarded
+    @guarded("health")
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: Ctx
     ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._service.server_ready())
 
-    @guarded
+    @guarded("health")
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Ctx
     ) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self._service.model_ready(request.name, request.version))
 
-    @guarded
+    @guarded("metadata")
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Ctx
     ) -> pb.ServerMetadataResponse:
         return convert.server_metadata_to_pb(self._service.server_metadata())
 
-    @guarded
+    @guarded("metadata")
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Ctx
     ) -> pb.ModelMetadataResponse:
         meta = self._service.model_metadata(request.name, request.version)
         return convert.model_metadata_to_pb(meta)
 
-    @guarded
+    @guarded("model-config")
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: Ctx
     ) -> pb.ModelConfigResponse:
@@ -72,7 +75,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
     # -- inference ----------------------------------------------------------------------------
-    @guarded
+    @guarded("inference")
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Ctx
     ) -> pb.ModelInferResponse:
@@ -83,6 +86,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Ctx
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Each request runs concurrently; responses are written in arrival order."""
+        if self.restrictions:
+            try:
+                restriction.check(self.restrictions, "inference", context)
+            except Exception as exc:
+                code, message = to_status(exc)
+                await context.abort(code, message)
         results = self._service.stream(
             request_iterator, lambda msg: convert.request_from_pb(msg, _monotonic_ns())
         )
@@ -93,8 +102,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 yield pb.ModelStreamInferResponse(infer_response=response)
                 continue
             assert result.error is not None
-            _, message = to_status(result.error)
+            code, message = to_status(result.error)
             failed = pb.ModelStreamInferResponse(error_message=message)
+            failed.infer_response.parameters["triton_error_code"].string_param = code.name
             source = result.source
             failed.infer_response.id = source.id
             failed.infer_response.model_name = source.model_name
@@ -102,21 +112,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             yield failed
 
     # -- statistics and repository ------------------------------------------------------------
-    @guarded
+    @guarded("statistics")
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: Ctx
     ) -> pb.ModelStatisticsResponse:
         stats = self._service.statistics(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[convert.stats_to_pb(s) for s in stats])
 
-    @guarded
+    @guarded("model-repository")
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Ctx
     ) -> pb.RepositoryIndexResponse:
         _no_repository_name(request.repository_name)
         return convert.index_to_pb(self._service.repository_index(request.ready))
 
-    @guarded
+    @guarded("model-repository")
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Ctx
     ) -> pb.RepositoryModelLoadResponse:
@@ -125,7 +135,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._service.load(request.model_name, params)
         return pb.RepositoryModelLoadResponse()
 
-    @guarded
+    @guarded("model-repository")
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Ctx
     ) -> pb.RepositoryModelUnloadResponse:
@@ -134,34 +144,34 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
     # -- extensions this server does not implement ----------------------------------------------
-    @guarded
+    @guarded("shared-memory")
     async def SystemSharedMemoryStatus(self, request: Any, context: Ctx) -> Any:
         raise Unimplemented("system shared memory is not supported by this server")
 
-    @guarded
+    @guarded("shared-memory")
     async def SystemSharedMemoryRegister(self, request: Any, context: Ctx) -> Any:
         raise Unimplemented("system shared memory is not supported by this server")
 
-    @guarded
+    @guarded("shared-memory")
     async def SystemSharedMemoryUnregister(self, request: Any, context: Ctx) -> Any:
         raise Unimplemented("system shared memory is not supported by this server")
 
-    @guarded
+    @guarded("shared-memory")
     async def CudaSharedMemoryStatus(self, request: Any, context: Ctx) -> Any:
         raise Unimplemented("CUDA shared memory is not supported by this server")
 
-    @guarded
+    @guarded("shared-memory")
     async def CudaSharedMemoryRegister(self, request: Any, context: Ctx) -> Any:
         raise Unimplemented("CUDA shared memory is not supported by this server")
 
-    @guarded
+    @guarded("shared-memory")
     async def CudaSharedMemoryUnregister(self, request: Any, context: Ctx) -> Any:
         raise Unimplemented("CUDA shared memory is not supported by this server")
 
-    @guarded
+    @guarded("trace")
     async def TraceSetting(self, request: Any, context: Ctx) -> Any:
         raise Unimplemented("the trace extension is not supported by this server")
 
-    @guarded
+    @guarded("logging")
     async def LogSettings(self, request: Any, context: Ctx) -> Any:
         raise Unimplemented("the logging extension is not supported by this server")
