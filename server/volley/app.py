@@ -17,6 +17,7 @@ from volley.serving.lifecycle import ModelManager
 from volley.serving.registry import Registry
 from volley.serving.service import InferenceService
 from volley.settings import ControlMode, ServerSettings
+from volley.telemetry.metrics import MetricsServer, VolleyCollector
 
 log = logging.getLogger("volley")
 
@@ -95,6 +96,18 @@ class VolleyServer:
         self._explicit = explicit
         self._load_models = settings.load_model
         self._grpc = GrpcFrontend(self.service, grpc_options(settings))
+        self._metrics: MetricsServer | None = None
+        if settings.allow_metrics:
+            collector = VolleyCollector(
+                self.service.model_snapshots,
+                self.manager.stats,
+                {"grpc": self._grpc.transport.value},
+            )
+            self._metrics = MetricsServer(
+                collector, settings.metrics_address, settings.metrics_port
+            )
+        #: The bound metrics port (0 when metrics are off).
+        self.metrics_port = 0
         self.port = 0
 
     @property
@@ -109,6 +122,13 @@ class VolleyServer:
                 raise VolleyError(f"model repository '{repo}' is not a directory")
         await self._load_initial_models()
         self.port = await self._grpc.start()
+        if self._metrics is not None:
+            try:
+                self.metrics_port = self._metrics.start()
+            except OSError as exc:
+                raise VolleyError(
+                    f"could not bind the metrics port {self.settings.metrics_port}: {exc}"
+                ) from exc
         self.service.live = True
         log.info("serving gRPC on %s:%d", self.settings.grpc_address, self.port)
         return self.port
@@ -130,6 +150,8 @@ class VolleyServer:
         self.service.draining = True
         await self._grpc.stop(self.settings.exit_timeout_secs if grace is None else grace)
         await self.manager.shutdown()
+        if self._metrics is not None:
+            self._metrics.stop()
         self.service.live = False
 
 

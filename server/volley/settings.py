@@ -90,6 +90,11 @@ class ServerSettings(BaseSettings):
     grpc_http2_max_ping_strikes: int = Field(
         2, ge=0, description="Ping strikes before the connection is closed (0 = no limit)."
     )
+    allow_metrics: bool = Field(True, description="Serve Prometheus metrics over HTTP.")
+    metrics_address: str = Field("0.0.0.0", description="Address the metrics server binds.")
+    metrics_port: int = Field(
+        8002, ge=0, le=65535, description="Port of GET /metrics; 0 picks a free port."
+    )
     max_inflight_requests: int = Field(
         2048,
         ge=0,

@@ -27,7 +27,7 @@ async def running_server(
         grpc_address="127.0.0.1",
         grpc_port=0,
         load_model=load_models or [],
-        **settings,
+        **{"metrics_port": 0, **settings},
     )
     server = VolleyServer(config)
     port = await server.start()

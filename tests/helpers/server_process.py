@@ -40,6 +40,8 @@ class ServerProcess:
             "127.0.0.1",
             "--grpc-port",
             "0",
+            "--metrics-port",
+            "0",
             "--port-file",
             str(port_file),
             "--exit-timeout-secs",

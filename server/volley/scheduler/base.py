@@ -14,6 +14,16 @@ class Scheduler(Protocol):
         """Run ``request`` and return its outputs; raises ``VolleyError`` on failure."""
         ...
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting in the queue."""
+        ...
+
+    @property
+    def pending(self) -> int:
+        """Requests accepted and not yet answered (queued or executing)."""
+        ...
+
     def start(self) -> None:
         """Start background tasks; called on the event loop once the model is loaded."""
         ...

@@ -89,6 +89,16 @@ class DynamicBatcher:
         self._executions = 0
 
     # -- frontend side --------------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        """Requests waiting in the queue."""
+        return len(self._queue)
+
+    @property
+    def pending(self) -> int:
+        """Requests accepted and not yet answered (queued or executing)."""
+        return len(self._pending) + self._running
+
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()

@@ -14,6 +14,7 @@ from volley.repository import layout
 from volley.repository.loader import load_model_config
 from volley.scheduler.batcher import DynamicBatcher
 from volley.serving.registry import ModelEntry, ModelState, ModelVersion, Registry
+from volley.telemetry.stats import ServerStats
 
 log = logging.getLogger("volley.serving")
 
@@ -45,6 +46,8 @@ class ModelManager:
         self._gpu_count = gpu_count
         self._inline_execution_us = inline_execution_us
         self._inspector = BackendInspector()
+        #: Server-wide counters: model loads and unloads here, refusals in the service.
+        self.stats = ServerStats()
         self._lock = asyncio.Lock()
 
     def model_dirs(self) -> dict[str, Path | None]:
@@ -99,13 +102,14 @@ class ModelManager:
                 raise _as_volley_error(exc) from exc
             old = self.registry.get(name)
             self.registry.publish(ModelEntry.of(name, new_versions))
+            self.stats.loads["success"] += 1
             if old is not None:
                 for mv in old.versions.values():
                     await self._drain_and_release(mv)
             log.info("model '%s' ready, versions %s", name, sorted(new_versions))
 
-    @staticmethod
-    def _log_failure(name: str, exc: BaseException) -> None:
+    def _log_failure(self, name: str, exc: BaseException) -> None:
+        self.stats.loads["failure"] += 1
         if isinstance(exc, VolleyError):
             log.error("model '%s' failed to load: %s", name, exc.message)
         else:
@@ -143,6 +147,7 @@ class ModelManager:
             for mv in entry.versions.values():
                 await self._drain_and_release(mv)
                 mv.reason, mv.unloaded = "unloaded", True
+            self.stats.unloads += 1
             self.registry.publish(ModelEntry.of(name, entry.versions))
 
     async def _drain_and_release(self, mv: ModelVersion) -> None:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from volley._proto.inference import model_config_pb2 as mc
-from volley.errors import InvalidArgument, ResourceExhausted, Unavailable, VolleyError
+from volley.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+    VolleyError,
+)
 from volley.serving import codec
 from volley.serving.lifecycle import ModelManager
 from volley.serving.registry import ModelState, ModelVersion, Registry
@@ -27,6 +34,7 @@ from volley.serving.types import (
     ServerMetadata,
     TensorMetadata,
 )
+from volley.telemetry.metrics import ModelSnapshot
 from volley.telemetry.stats import ModelStats
 
 T = TypeVar("T")
@@ -44,6 +52,17 @@ class StreamResult(Generic[T]):
     source: T
     response: InferenceResponse | None = None
     error: BaseException | None = None
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """Triton's ``nv_inference_request_failure`` reason for an error."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELED"
+    if isinstance(exc, Unavailable | DeadlineExceeded | ResourceExhausted):
+        return "REJECTED"
+    if isinstance(exc, Internal):
+        return "BACKEND"
+    return "OTHER"
 
 
 class InferenceService:
@@ -69,6 +88,8 @@ class InferenceService:
         self._max_inflight = max_inflight
         #: Inference requests inside ``infer`` right now (all models, all transports).
         self.inflight = 0
+        #: Server-wide counters (refusals, model loads), shared with the model manager.
+        self.server_stats = manager.stats
         #: True once the transports accept calls; False again when the server stops.
         self.live = False
         #: True while shutting down: the server is no longer ready.
@@ -124,8 +145,10 @@ class InferenceService:
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """Validate, queue and run one request; its outcome is recorded in the statistics."""
         if self.draining:
+            self.server_stats.record_rejected("draining")
             raise Unavailable("the server is shutting down and accepts no new requests")
         if self._max_inflight and self.inflight >= self._max_inflight:
+            self.server_stats.record_rejected("inflight_cap")
             raise ResourceExhausted(
                 f"the server is at its limit of {self._max_inflight} requests in flight; "
                 "try again later"
@@ -134,8 +157,8 @@ class InferenceService:
         self.inflight += 1
         try:
             response = await self._infer(mv, request)
-        except BaseException:
-            mv.stats.record_failure(_now() - request.arrival_ns)
+        except BaseException as exc:
+            mv.stats.record_failure(_now() - request.arrival_ns, _failure_reason(exc))
             raise
         finally:
             self.inflight -= 1
@@ -187,6 +210,16 @@ class InferenceService:
                 leftover = order.get_nowait()
                 if leftover is not None:
                     leftover.cancel()
+
+    def model_snapshots(self) -> list[ModelSnapshot]:
+        """Every served version's statistics and queue, for the metrics collector."""
+        out: list[ModelSnapshot] = []
+        for entry in self.registry.entries():
+            for mv in entry.versions.values():
+                scheduler = mv.scheduler
+                if scheduler is not None:
+                    out.append(ModelSnapshot(mv.stats, scheduler.queued, scheduler.pending))
+        return out
 
     # -- statistics and repository ------------------------------------------------------------
     def statistics(self, name: str, version: str) -> list[ModelStats]:
