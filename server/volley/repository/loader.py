@@ -31,11 +31,13 @@ def load_model_config(
     gpu_count: int = 0,
     default_max_batch_size: int = 4,
     auto_complete: bool = True,
+    override: mc.ModelConfig | None = None,
 ) -> LoadedConfig:
     """Read, auto-complete, normalize and validate the model in ``model_dir``.
 
     ``read_signature`` asks the model's backend for a file's signature (auto-complete);
     ``gpu_count`` is the number of visible GPUs (resolves ``KIND_AUTO``);
+    ``override`` replaces the configuration file (``RepositoryModelLoad``'s ``config``);
     ``default_max_batch_size`` is what auto-complete gives a batchable model without a
     ``max_batch_size``; with ``auto_complete`` False the configuration is only checked against
     the model file, never extended. Every failure is a ``ConfigError`` naming the file at
@@ -47,8 +49,12 @@ def load_model_config(
             path=str(model_dir),
             hint="each model is a sub-directory of the model repository",
         )
-    config, config_file = config_io.read_config(model_dir)
-    config_path = str(config_file) if config_file is not None else str(model_dir)
+    if override is not None:
+        config, config_path = mc.ModelConfig(), "the load request's config"
+        config.CopyFrom(override)
+    else:
+        config, config_file = config_io.read_config(model_dir)
+        config_path = str(config_file) if config_file is not None else str(model_dir)
     available = layout.list_versions(model_dir)
     normalize.fill_identity(config, model_name=model_dir.name, versions=available, path=config_path)
     if not available:

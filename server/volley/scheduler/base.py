@@ -28,6 +28,11 @@ class Scheduler(Protocol):
         """Start background tasks; called on the event loop once the model is loaded."""
         ...
 
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new requests and wait until every accepted one is answered (``timeout`` s);
+        False when the wait timed out."""
+        ...
+
     async def stop(self) -> None:
         """Fail what is still queued with UNAVAILABLE, wait for running batches, release threads."""
         ...

@@ -83,6 +83,7 @@ class DynamicBatcher:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._draining = False
         # Batches whose execution takes less than a thread hand-off costs run on the loop.
         self._inline_threshold_ns = inline_threshold_us * 1000
         self._avg_infer_ns = 0.0
@@ -106,7 +107,7 @@ class DynamicBatcher:
 
     async def infer(self, request: InferRequest) -> Outputs:
         loop, wake = self._loop, self._wake
-        if self._stopping or loop is None or wake is None:
+        if self._stopping or self._draining or loop is None or wake is None:
             raise Unavailable(f"model '{self._name}' is not accepting requests (unloading)")
         rid = self._next_rid
         self._next_rid = rid + 1
@@ -250,6 +251,17 @@ class DynamicBatcher:
             if not future.done():
                 future.set_result(outputs)
         stats.record_execution(rows, input_ns, infer_ns, output_ns)
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new requests and wait until every accepted one, queued ones included, is
+        answered; False if that took longer than ``timeout`` seconds."""
+        self._draining = True
+        deadline = time.monotonic() + timeout
+        while self._pending or self._running:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.002)
+        return True
 
     async def stop(self) -> None:
         """Refuse new requests, fail queued ones, let running batches finish."""

@@ -1,22 +1,46 @@
-"""Model lifecycle: load versions from the repository, serve them, unload them."""
+"""Model lifecycle: load versions beside the serving ones, swap them in, drain, unload.
+
+A load (at start, from ``RepositoryModelLoad`` or from the repository poller) reads the
+model's configuration off the event loop, then for each version the policy selects:
+
+* keeps the serving version when neither its files nor its configuration changed;
+* swaps in a new batcher over the same instances when only the scheduling changed
+  (``dynamic_batching``: batch sizes, delay, queue policy): no session is reloaded;
+* otherwise loads the version beside the one serving, warms it up, and only then publishes it.
+
+The registry entry is replaced in one step; versions no longer served stop taking new
+requests, answer every request they had accepted (queued ones included) and are unloaded. A
+version that fails to load or warm up leaves what serves untouched, and its reason shows in
+``RepositoryIndex``. Loads run on their own bounded thread pool and are shielded from the
+caller's cancellation, so a client that gives up never leaves a half-loaded model behind.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
+from volley._proto.inference import model_config_pb2 as mc
 from volley.backends import BackendInspector, get_backend
-from volley.backends.base import LoadedModel
 from volley.backends.warmup import run_warmup
 from volley.errors import ConfigError, VolleyError
-from volley.repository import layout
-from volley.repository.loader import load_model_config
+from volley.memory import host
+from volley.repository import layout, watcher
+from volley.repository.loader import LoadedConfig, load_model_config
 from volley.scheduler.batcher import DynamicBatcher
 from volley.serving.registry import ModelEntry, ModelState, ModelVersion, Registry
 from volley.telemetry.stats import ServerStats
 
 log = logging.getLogger("volley.serving")
+
+T = TypeVar("T")
+
+#: Fields of ``ModelConfig`` that a new batcher can apply without reloading the sessions.
+_SCHEDULING_FIELDS = ("dynamic_batching",)
 
 
 def _failure_text(exc: BaseException) -> str:
@@ -24,6 +48,18 @@ def _failure_text(exc: BaseException) -> str:
     if isinstance(exc, VolleyError):
         return exc.message
     return f"unexpected {type(exc).__name__} while loading (see the server log)"
+
+
+def _as_volley_error(exc: BaseException) -> VolleyError:
+    return exc if isinstance(exc, VolleyError) else ConfigError(_failure_text(exc))
+
+
+def _without_scheduling(config: mc.ModelConfig) -> bytes:
+    stripped = mc.ModelConfig()
+    stripped.CopyFrom(config)
+    for name in _SCHEDULING_FIELDS:
+        stripped.ClearField(name)  # type: ignore[arg-type]
+    return stripped.SerializeToString(deterministic=True)
 
 
 class ModelManager:
@@ -38,6 +74,8 @@ class ModelManager:
         default_max_batch_size: int = 4,
         gpu_count: int = 0,
         inline_execution_us: int = 0,
+        load_threads: int = 4,
+        drain_timeout_s: float = 30.0,
     ) -> None:
         self.repositories = repositories
         self.registry = registry
@@ -45,10 +83,14 @@ class ModelManager:
         self._default_max_batch_size = default_max_batch_size
         self._gpu_count = gpu_count
         self._inline_execution_us = inline_execution_us
+        self._drain_timeout_s = drain_timeout_s
         self._inspector = BackendInspector()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._executor = ThreadPoolExecutor(load_threads, thread_name_prefix="volley-load")
         #: Server-wide counters: model loads and unloads here, refusals in the service.
         self.stats = ServerStats()
-        self._lock = asyncio.Lock()
+        #: What each model's directory held at its last load attempt (the poller compares).
+        self.attempted: dict[str, watcher.DirectoryScan] = {}
 
     def model_dirs(self) -> dict[str, Path | None]:
         """Every model directory by name; a name found in two repositories maps to None."""
@@ -58,9 +100,24 @@ class ModelManager:
                 found[name] = None if name in found else model_dir
         return found
 
-    async def load(self, name: str) -> None:
-        """Load (or reload) every version of ``name`` the version policy selects."""
-        async with self._lock:
+    def _lock(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    # -- load ----------------------------------------------------------------------------------
+    async def load(self, name: str, config: mc.ModelConfig | None = None) -> None:
+        """Load or update every version of ``name`` the policy selects (``config`` overrides
+        the configuration file). Finishes even if the caller is cancelled."""
+        await asyncio.shield(asyncio.ensure_future(self._load(name, config)))
+
+    async def _load(self, name: str, override: mc.ModelConfig | None) -> None:
+        async with self._lock(name):
             dirs = self.model_dirs()
             if name not in dirs:
                 raise ConfigError(f"failed to load '{name}': no such model in the repository")
@@ -69,74 +126,160 @@ class ModelManager:
                 reason = f"model '{name}' appears in more than one repository"
                 self.registry.publish(ModelEntry.of(name, {}, reason))
                 raise ConfigError(reason)
+            self.attempted[name] = await self._off_loop(watcher.scan_model, model_dir)
             try:
-                loaded_cfg = await asyncio.to_thread(
+                cfg = await self._off_loop(
                     load_model_config,
                     model_dir,
                     self._inspector.read_signature,
                     gpu_count=self._gpu_count,
                     default_max_batch_size=self._default_max_batch_size,
                     auto_complete=self._auto_complete,
+                    override=override,
                 )
             except Exception as exc:
-                self._log_failure(name, exc)
-                old = self.registry.get(name)
-                if old is None or old.default is None:
-                    self.registry.publish(ModelEntry.of(name, {}, _failure_text(exc)))
+                self._failed(name, exc, {})
                 raise _as_volley_error(exc) from exc
-            new_versions: dict[int, ModelVersion] = {}
+            await self._apply(name, model_dir, cfg)
+
+    async def _apply(self, name: str, model_dir: Path, cfg: LoadedConfig) -> None:
+        old = self.registry.get(name)
+        old_versions = dict(old.versions) if old is not None else {}
+        config_bytes = cfg.config.SerializeToString(deterministic=True)
+        serving: dict[int, ModelVersion] = {}
+        created: list[ModelVersion] = []
+        handed_over: dict[int, ModelVersion] = {}
+        failed: dict[int, str] = {}
+        for version, path in sorted(cfg.versions.items()):
+            files = await self._off_loop(watcher.version_files, path.parent)
+            prev = old_versions.get(version)
+            if prev is not None and prev.ready and prev.files == files:
+                if prev.config_bytes == config_bytes:
+                    serving[version] = prev
+                    continue
+                if _without_scheduling(prev.spec.config) == _without_scheduling(cfg.config):
+                    serving[version] = self._rebatch(prev, cfg, config_bytes)
+                    handed_over[version] = prev
+                    continue
+            mv = ModelVersion(name, version, cfg.spec, files=files, config_bytes=config_bytes)
+            created.append(mv)
             try:
-                for version, path in sorted(loaded_cfg.versions.items()):
-                    mv = ModelVersion(name, version, loaded_cfg.spec)
-                    new_versions[version] = mv
-                    await self._load_version(mv, path, model_dir)
+                await self._load_version(mv, path, model_dir)
             except Exception as exc:
                 reason = _failure_text(exc)
-                for mv in new_versions.values():
-                    await self._release(mv)
-                    mv.state, mv.reason = ModelState.UNAVAILABLE, reason
-                old = self.registry.get(name)
-                if old is None or old.default is None:
-                    self.registry.publish(ModelEntry.of(name, new_versions, reason))
-                self._log_failure(name, exc)
-                raise _as_volley_error(exc) from exc
-            old = self.registry.get(name)
-            self.registry.publish(ModelEntry.of(name, new_versions))
-            self.stats.loads["success"] += 1
-            if old is not None:
-                for mv in old.versions.values():
-                    await self._drain_and_release(mv)
-            log.info("model '%s' ready, versions %s", name, sorted(new_versions))
+                mv.state, mv.reason = ModelState.UNAVAILABLE, reason
+                failed[version] = reason
+                self._log_failure(name, exc, version)
+                await self._release(mv)
+                break
+        if failed:
+            for mv in created:
+                await self._release(mv)
+                if mv.state is ModelState.READY:
+                    mv.state = ModelState.UNAVAILABLE
+            for version in handed_over:
+                fresh = serving[version]
+                if fresh.scheduler is not None:
+                    await fresh.scheduler.stop()
+                fresh.loaded = None  # the previous version keeps its batcher and instances
+            self._failed(name, None, failed, created)
+            raise ConfigError(
+                "; ".join(f"version {v}: {reason}" for v, reason in sorted(failed.items()))
+            )
+        for mv in created:
+            serving[mv.version] = mv
+        self.registry.publish(ModelEntry.of(name, serving))
+        self.stats.loads["success"] += 1
+        log.info(
+            "model '%s' serving versions %s (%d loaded, %d updated in place)",
+            name,
+            sorted(serving),
+            len(created),
+            len(handed_over),
+        )
+        for version, prev in old_versions.items():
+            if serving.get(version) is prev:
+                continue
+            if handed_over.get(version) is prev:
+                await self._drain(prev)
+                prev.loaded = None  # the instances now belong to the new batcher
+                prev.state = ModelState.UNAVAILABLE
+                continue
+            await self._drain_and_release(prev)
 
-    def _log_failure(self, name: str, exc: BaseException) -> None:
+    def _rebatch(self, prev: ModelVersion, cfg: LoadedConfig, config_bytes: bytes) -> ModelVersion:
+        """A new version object with a new batcher over ``prev``'s instances."""
+        assert prev.loaded is not None
+        mv = ModelVersion(
+            prev.name, prev.version, cfg.spec, files=prev.files, config_bytes=config_bytes
+        )
+        mv.stats = prev.stats
+        mv.loaded = prev.loaded
+        batcher = DynamicBatcher(mv.spec, mv.loaded.instances, mv.stats, self._inline_execution_us)
+        batcher.start()
+        mv.scheduler = batcher
+        mv.state = ModelState.READY
+        return mv
+
+    def _failed(
+        self,
+        name: str,
+        exc: BaseException | None,
+        failed: dict[int, str],
+        created: list[ModelVersion] | None = None,
+    ) -> None:
+        """Record a failed load: what serves stays; the reason shows in the index."""
+        if exc is not None:
+            self._log_failure(name, exc)
+        reason = _failure_text(exc) if exc is not None else ""
+        old = self.registry.get(name)
+        if old is not None and old.default is not None:
+            errors = dict(failed) or {v: reason for v, mv in old.versions.items() if mv.ready}
+            self.registry.publish(
+                ModelEntry.of(name, old.versions, old.reason, {**old.load_errors, **errors})
+            )
+            return
+        versions = {mv.version: mv for mv in created or []}
+        summary = reason or "; ".join(f"version {v}: {r}" for v, r in sorted(failed.items()))
+        self.registry.publish(ModelEntry.of(name, versions, summary, failed))
+
+    def _log_failure(self, name: str, exc: BaseException, version: int | None = None) -> None:
         self.stats.loads["failure"] += 1
+        what = f"model '{name}'" + (f" version {version}" if version is not None else "")
         if isinstance(exc, VolleyError):
-            log.error("model '%s' failed to load: %s", name, exc.message)
+            log.error("%s failed to load: %s", what, exc.message)
         else:
-            log.error("model '%s' failed to load", name, exc_info=exc)
+            log.error("%s failed to load", what, exc_info=exc)
 
     async def _load_version(self, mv: ModelVersion, path: Path, model_dir: Path) -> None:
         backend = get_backend(mv.spec.backend)
-        loaded: LoadedModel = await asyncio.to_thread(backend.load, mv.spec, path)
-        mv.loaded = loaded
+        mv.loaded = await self._off_loop(backend.load, mv.spec, path)
         if mv.spec.config.model_warmup:
             try:
-                await asyncio.to_thread(run_warmup, mv.spec, loaded.instances, model_dir)
+                await self._off_loop(run_warmup, mv.spec, mv.loaded.instances, model_dir)
             except VolleyError:
                 raise
             except Exception as exc:
                 raise ConfigError(
                     f"model '{mv.name}' version {mv.version} failed warmup: {exc}"
                 ) from exc
-        mv.stats.memory_bytes.update(loaded.memory_bytes)
-        batcher = DynamicBatcher(mv.spec, loaded.instances, mv.stats, self._inline_execution_us)
+        mv.stats.memory_bytes.update(mv.loaded.memory_bytes)
+        batcher = DynamicBatcher(mv.spec, mv.loaded.instances, mv.stats, self._inline_execution_us)
         batcher.start()
         mv.scheduler = batcher
         mv.state = ModelState.READY
 
+    # -- unload --------------------------------------------------------------------------------
     async def unload(self, name: str) -> None:
-        """Stop serving ``name``; in-flight requests finish first."""
-        async with self._lock:
+        """Stop serving ``name``; accepted requests finish first. Finishes if cancelled."""
+        await asyncio.shield(asyncio.ensure_future(self._unload(name, forget=False)))
+
+    async def remove(self, name: str) -> None:
+        """Unload ``name`` and forget it (its directory is gone)."""
+        await asyncio.shield(asyncio.ensure_future(self._unload(name, forget=True)))
+
+    async def _unload(self, name: str, *, forget: bool) -> None:
+        async with self._lock(name):
             entry = self.registry.get(name)
             if entry is None:
                 return
@@ -147,11 +290,28 @@ class ModelManager:
             for mv in entry.versions.values():
                 await self._drain_and_release(mv)
                 mv.reason, mv.unloaded = "unloaded", True
-            self.stats.unloads += 1
             self.registry.publish(ModelEntry.of(name, entry.versions))
+            if forget:
+                self.registry.forget(name)
+                self.attempted.pop(name, None)
+            self.stats.unloads += 1
+
+    async def _drain(self, mv: ModelVersion) -> None:
+        if mv.scheduler is None:
+            return
+        if not await mv.scheduler.drain(self._drain_timeout_s):
+            log.warning(
+                "model '%s' version %d: requests still queued after %.0fs of draining fail",
+                mv.name,
+                mv.version,
+                self._drain_timeout_s,
+            )
+        await mv.scheduler.stop()
+        mv.scheduler = None
 
     async def _drain_and_release(self, mv: ModelVersion) -> None:
         mv.state = ModelState.UNLOADING
+        await self._drain(mv)
         await self._release(mv)
         mv.state = ModelState.UNAVAILABLE
 
@@ -160,14 +320,13 @@ class ModelManager:
             await mv.scheduler.stop()
             mv.scheduler = None
         if mv.loaded is not None:
-            await asyncio.to_thread(mv.loaded.close)
-            mv.loaded = None
+            loaded, mv.loaded = mv.loaded, None
+            await self._off_loop(loaded.close)
+            del loaded
+            await self._off_loop(host.trim)
 
     async def shutdown(self) -> None:
-        """Unload every model."""
+        """Unload every model, then release the load threads."""
         for entry in self.registry.entries():
             await self.unload(entry.name)
-
-
-def _as_volley_error(exc: BaseException) -> VolleyError:
-    return exc if isinstance(exc, VolleyError) else ConfigError(_failure_text(exc))
+        self._executor.shutdown(wait=False)

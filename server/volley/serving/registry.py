@@ -38,6 +38,10 @@ class ModelVersion:
     unloaded: bool = False
     loaded: LoadedModel | None = None
     scheduler: Scheduler | None = None
+    #: The version folder's files when it was loaded (path, size, mtime).
+    files: tuple[tuple[str, int, int], ...] = ()
+    #: The effective configuration it was loaded with, serialized.
+    config_bytes: bytes = b""
     stats: ModelStats = field(init=False)
     version_str: str = field(init=False)
 
@@ -61,12 +65,20 @@ class ModelEntry:
     default: ModelVersion | None
     #: Why the model has no versions at all (e.g. a broken config); empty otherwise.
     reason: str = ""
+    #: Versions whose last load failed while others kept serving: version -> reason.
+    load_errors: dict[int, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, name: str, versions: dict[int, ModelVersion], reason: str = "") -> ModelEntry:
+    def of(
+        cls,
+        name: str,
+        versions: dict[int, ModelVersion],
+        reason: str = "",
+        load_errors: dict[int, str] | None = None,
+    ) -> ModelEntry:
         """A snapshot of ``versions``; the default is the highest READY one."""
         ready = [v for n, v in sorted(versions.items()) if v.ready]
-        return cls(name, dict(versions), ready[-1] if ready else None, reason)
+        return cls(name, dict(versions), ready[-1] if ready else None, reason, load_errors or {})
 
     @property
     def failed(self) -> bool:
@@ -83,6 +95,10 @@ class Registry:
     def publish(self, entry: ModelEntry) -> None:
         """Atomically replace a model's entry."""
         self._models[entry.name] = entry
+
+    def forget(self, name: str) -> None:
+        """Drop a model's entry (its directory is gone)."""
+        self._models.pop(name, None)
 
     def get(self, name: str) -> ModelEntry | None:
         """The entry of ``name``, if the model was ever loaded or tried."""

@@ -20,8 +20,10 @@ from volley.errors import (
     InvalidArgument,
     ResourceExhausted,
     Unavailable,
+    Unimplemented,
     VolleyError,
 )
+from volley.repository.config_io import parse_json
 from volley.serving import codec
 from volley.serving.lifecycle import ModelManager
 from volley.serving.registry import ModelState, ModelVersion, Registry
@@ -165,13 +167,21 @@ class InferenceService:
         mv.stats.record_success(_now() - request.arrival_ns)
         return response
 
-    @staticmethod
-    async def _infer(mv: ModelVersion, request: InferenceRequest) -> InferenceResponse:
+    async def _infer(self, mv: ModelVersion, request: InferenceRequest) -> InferenceResponse:
         scheduler = mv.scheduler
         if scheduler is None:
             raise Unavailable(f"'{mv.name}' version {mv.version} is not at ready state")
         decoded = codec.decode(request, mv.spec)
-        outputs = await scheduler.infer(decoded.request)
+        try:
+            outputs = await scheduler.infer(decoded.request)
+        except Unavailable:
+            # A request naming no version that met its version being swapped out goes to
+            # what the registry serves now, once.
+            fresh = self.registry.resolve(request.model_name, request.model_version)
+            if request.model_version or fresh is mv or fresh.scheduler is None:
+                raise
+            mv, decoded = fresh, codec.decode(request, fresh.spec)
+            outputs = await fresh.scheduler.infer(decoded.request)
         return codec.encode(mv.spec, mv.version_str, request.id, outputs, decoded.outputs)
 
     async def stream(
@@ -244,7 +254,11 @@ class InferenceService:
         return [mv.stats for _, mv in sorted(named.versions.items()) if mv.ready]
 
     def repository_index(self, ready_only: bool) -> list[IndexEntry]:
-        """Every model of the repositories, with each known version's state and reason."""
+        """Every model of the repositories, with each known version's state and reason.
+
+        A version whose last load failed while an earlier one kept serving shows that reason:
+        on its serving row, or as an UNAVAILABLE row when no such version serves.
+        """
         rows: list[IndexEntry] = []
         for name in sorted(self.manager.model_dirs()):
             entry = self.registry.get(name)
@@ -252,28 +266,51 @@ class InferenceService:
                 if not ready_only:
                     rows.append(IndexEntry(name))
                 continue
-            if not entry.versions:
+            if not entry.versions and not entry.load_errors:
                 if not ready_only:
                     rows.append(
                         IndexEntry(name, state=ModelState.UNAVAILABLE.value, reason=entry.reason)
                     )
                 continue
-            for _, mv in sorted(entry.versions.items()):
+            errors = entry.load_errors
+            for version in sorted(set(entry.versions) | set(errors)):
+                mv = entry.versions.get(version)
+                if mv is None:
+                    if not ready_only:
+                        rows.append(
+                            IndexEntry(
+                                name, str(version), ModelState.UNAVAILABLE.value, errors[version]
+                            )
+                        )
+                    continue
                 if ready_only and not mv.ready:
                     continue
-                rows.append(IndexEntry(name, mv.version_str, mv.state.value, mv.reason))
+                reason = mv.reason
+                if version in errors and mv.ready:
+                    reason = f"serving; the last load failed: {errors[version]}"
+                rows.append(IndexEntry(name, mv.version_str, mv.state.value, reason))
         return rows
 
     async def load(self, name: str, parameters: Mapping[str, ParamValue]) -> None:
         """``RepositoryModelLoad``: (re)load a model in explicit control mode."""
         self._check_explicit()
-        if parameters:
-            raise InvalidArgument(
-                f"unrecognized load parameter(s) {sorted(parameters)}: this server "
-                "loads models from the repository directory only"
-            )
+        override = None
+        for key, value in parameters.items():
+            if key == "config":
+                if not isinstance(value, str):
+                    raise InvalidArgument("load parameter 'config' must be a JSON string")
+                override = parse_json(value, path="the load request's 'config'")
+            elif key.startswith("file:"):
+                raise Unimplemented(
+                    f"load parameter '{key}': model files in the request are not supported; "
+                    "put them in the model repository"
+                )
+            else:
+                raise InvalidArgument(
+                    f"unrecognized load parameter '{key}' (only 'config' is supported)"
+                )
         try:
-            await self.manager.load(name)
+            await self.manager.load(name, override)
         except VolleyError as exc:
             raise InvalidArgument(f"load failed for model '{name}': {exc.message}") from exc
 

@@ -328,7 +328,7 @@ async def test_explicit_load_and_unload(repo: Path) -> None:
     svc = make_service(repo, explicit_control=True)
     try:
         with pytest.raises(InvalidArgument, match="unrecognized load parameter"):
-            await svc.load("add", {"config": "{}"})
+            await svc.load("add", {"weights": "{}"})
         assert svc.registry.get("add") is None
         await svc.load("add", {})
         assert svc.model_ready("add", "1")
