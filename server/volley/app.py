@@ -14,6 +14,7 @@ from volley.errors import VolleyError
 from volley.frontend.grpc import restriction
 from volley.frontend.grpc.server import GrpcFrontend, GrpcOptions, TlsFiles
 from volley.serving.lifecycle import ModelManager
+from volley.serving.poller import RepositoryPoller
 from volley.serving.registry import Registry
 from volley.serving.service import InferenceService
 from volley.settings import ControlMode, ServerSettings
@@ -82,7 +83,14 @@ class VolleyServer:
             default_max_batch_size=settings.default_max_batch_size,
             inline_execution_us=settings.inline_execution_us,
             gpu_count=cuda_device_count(),
+            load_threads=settings.model_load_thread_count,
+            drain_timeout_s=settings.exit_timeout_secs,
         )
+        self._poller: RepositoryPoller | None = None
+        if settings.model_control_mode is ControlMode.POLL:
+            self._poller = RepositoryPoller(
+                self.manager, settings.repository_poll_secs, settings.repository_settle_secs
+            )
         explicit = settings.model_control_mode is ControlMode.EXPLICIT
         self.service = InferenceService(
             registry,
@@ -130,6 +138,8 @@ class VolleyServer:
                     f"could not bind the metrics port {self.settings.metrics_port}: {exc}"
                 ) from exc
         self.service.live = True
+        if self._poller is not None:
+            self._poller.start()
         log.info("serving gRPC on %s:%d", self.settings.grpc_address, self.port)
         return self.port
 
@@ -148,6 +158,8 @@ class VolleyServer:
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let in-flight ones finish (bounded by ``grace``), unload."""
         self.service.draining = True
+        if self._poller is not None:
+            await self._poller.stop()
         await self._grpc.stop(self.settings.exit_timeout_secs if grace is None else grace)
         await self.manager.shutdown()
         if self._metrics is not None:

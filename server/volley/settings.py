@@ -18,6 +18,7 @@ class ControlMode(str, enum.Enum):
     """How the model repository is managed (Triton's ``--model-control-mode``)."""
 
     NONE = "none"
+    POLL = "poll"
     EXPLICIT = "explicit"
 
 
@@ -103,7 +104,20 @@ class ServerSettings(BaseSettings):
     )
     model_control_mode: ControlMode = Field(
         ControlMode.NONE,
-        description="none: load every model at start; explicit: RepositoryModelLoad/Unload.",
+        description="none: load every model at start; poll: also follow changes in the "
+        "repository; explicit: RepositoryModelLoad/Unload.",
+    )
+    repository_poll_secs: float = Field(
+        15.0, gt=0, description="Seconds between two scans of the repository in poll mode."
+    )
+    repository_settle_secs: float = Field(
+        2.0,
+        ge=0,
+        description="A changed model is loaded only once none of its files changed for this "
+        "long (a copy in progress is never loaded half-written).",
+    )
+    model_load_thread_count: int = Field(
+        4, ge=1, description="Threads that load models (off the event loop)."
     )
     load_model: list[str] = Field(
         default_factory=list,

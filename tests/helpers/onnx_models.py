@@ -136,3 +136,26 @@ def write_matmul_chain(model_dir: Path, weight: np.ndarray, layers: int, rows: i
     model.ir_version = 8
     (model_dir / "1").mkdir(parents=True)
     onnx.save(model, str(model_dir / "1" / "model.onnx"))
+
+
+def add_constant(value: float, width: int = 4, *, padding_bytes: int = 0) -> onnx.ModelProto:
+    """``Y = X + value`` over ``[N, width]`` FP32: a model whose output reveals which it is.
+
+    ``padding_bytes`` adds an unused initializer of that size, to give the model a footprint.
+    """
+    inits = [numpy_helper.from_array(np.full(width, value, np.float32), "c")]
+    if padding_bytes:
+        inits.append(
+            numpy_helper.from_array(
+                np.random.default_rng(int(value)).random(padding_bytes // 4).astype(np.float32),
+                "padding",
+            )
+        )
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["X", "c"], ["Y"])],
+        "add_constant",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", width])],
+        initializer=inits,
+    )
+    return _model(graph)

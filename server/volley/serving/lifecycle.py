@@ -54,6 +54,18 @@ def _as_volley_error(exc: BaseException) -> VolleyError:
     return exc if isinstance(exc, VolleyError) else ConfigError(_failure_text(exc))
 
 
+def _version_at_fault(exc: BaseException, model_dir: Path) -> int | None:
+    """The version folder a configuration error points into, if any (a corrupt new file)."""
+    path = getattr(exc, "path", "")
+    if not path:
+        return None
+    try:
+        first = Path(path).resolve().relative_to(model_dir.resolve()).parts[0]
+    except (ValueError, IndexError, OSError):
+        return None
+    return layout.version_of_dir(first)
+
+
 def _without_scheduling(config: mc.ModelConfig) -> bytes:
     stripped = mc.ModelConfig()
     stripped.CopyFrom(config)
@@ -138,7 +150,9 @@ class ModelManager:
                     override=override,
                 )
             except Exception as exc:
-                self._failed(name, exc, {})
+                version = _version_at_fault(exc, model_dir)
+                failed = {version: _failure_text(exc)} if version is not None else {}
+                self._failed(name, exc, failed)
                 raise _as_volley_error(exc) from exc
             await self._apply(name, model_dir, cfg)
 
