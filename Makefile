@@ -50,3 +50,12 @@ bench: install
 
 clean:
 	rm -rf build $(VENV) server/*.egg-info server/volley/scheduler/*.so server/volley/scheduler/*.c
+
+# Deployment files: render the Helm chart and validate it, the KServe manifests and the
+# Dockerfiles offline (tests/unit/deploy); lint the Dockerfiles; helm lint where helm exists.
+.PHONY: deploy-check
+deploy-check: install
+	$(BIN)/pytest -q tests/unit/deploy -p no:cacheprovider
+	$(BIN)/hadolint Dockerfile Dockerfile.gpu
+	@if command -v helm >/dev/null 2>&1; then helm lint --strict deploy/helm/volley; \
+	else echo "helm not installed: the chart was rendered by deploy/helm/render_offline.py"; fi
