@@ -13,6 +13,8 @@ from volley.backends.devices import cuda_device_count
 from volley.errors import VolleyError
 from volley.frontend.grpc import restriction
 from volley.frontend.grpc.server import GrpcFrontend, GrpcOptions, TlsFiles
+from volley.memory.budget import parse_budgets
+from volley.memory.manager import MemoryManager
 from volley.serving.lifecycle import ModelManager
 from volley.serving.poller import RepositoryPoller
 from volley.serving.registry import Registry
@@ -76,6 +78,12 @@ class VolleyServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         registry = Registry()
+        budgets = parse_budgets(settings.memory_budget)
+        memory = (
+            MemoryManager(budgets, min_residency_s=settings.model_min_residency_secs)
+            if budgets
+            else None
+        )
         self.manager = ModelManager(
             settings.model_repository,
             registry,
@@ -85,6 +93,8 @@ class VolleyServer:
             gpu_count=cuda_device_count(),
             load_threads=settings.model_load_thread_count,
             drain_timeout_s=settings.exit_timeout_secs,
+            memory=memory,
+            pinned=frozenset(settings.pin_model),
         )
         self._poller: RepositoryPoller | None = None
         if settings.model_control_mode is ControlMode.POLL:
@@ -100,6 +110,8 @@ class VolleyServer:
             explicit_control=explicit,
             strict_readiness=settings.strict_readiness,
             max_inflight=settings.max_inflight_requests,
+            load_on_demand=settings.load_on_demand,
+            load_timeout_s=settings.model_load_timeout_secs,
         )
         self._explicit = explicit
         self._load_models = settings.load_model
@@ -144,11 +156,14 @@ class VolleyServer:
         return self.port
 
     async def _load_initial_models(self) -> None:
+        pinned = list(self.settings.pin_model)
         if self._explicit:
             names = list(self.manager.model_dirs()) if "*" in self._load_models else []
             names += [n for n in self._load_models if n != "*"]
         else:
             names = list(self.manager.model_dirs())
+        # pinned models first: they hold their memory before anything can be evicted for them
+        names = pinned + [n for n in dict.fromkeys(names) if n not in pinned]
         for name in names:
             try:
                 await self.manager.load(name)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from volley.memory.budget import parse_budgets
 
 
 class ControlMode(str, enum.Enum):
@@ -116,6 +119,28 @@ class ServerSettings(BaseSettings):
         description="A changed model is loaded only once none of its files changed for this "
         "long (a copy in progress is never loaded half-written).",
     )
+    memory_budget: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="DEVICE=SIZE (cpu=2GiB, gpu0=20GiB): loads beyond it evict idle models, "
+        "least recently used first; repeatable, or comma-separated in the environment. None = "
+        "no budget.",
+    )
+    pin_model: list[str] = Field(
+        default_factory=list,
+        description="A model loaded at start and never evicted; repeatable.",
+    )
+    load_on_demand: bool = Field(
+        True, description="A request for an evicted model loads it again (and waits)."
+    )
+    model_load_timeout_secs: float = Field(
+        60.0, gt=0, description="How long requests wait for an evicted model to load again."
+    )
+    model_min_residency_secs: float = Field(
+        5.0,
+        ge=0,
+        description="A model loaded for a waiting request is not evicted before it served a "
+        "request or this long has passed (no thrash).",
+    )
     model_load_thread_count: int = Field(
         4, ge=1, description="Threads that load models (off the event loop)."
     )
@@ -145,6 +170,19 @@ class ServerSettings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
     use_uvloop: bool = Field(True, description="Run the event loop on uvloop when installed.")
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _split_budgets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _check_budgets(cls, value: list[str]) -> list[str]:
+        parse_budgets(value)
+        return value
 
     @model_validator(mode="after")
     def _check_tls(self) -> ServerSettings:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,8 +28,10 @@ from typing import Any, TypeVar
 from volley._proto.inference import model_config_pb2 as mc
 from volley.backends import BackendInspector, get_backend
 from volley.backends.warmup import run_warmup
-from volley.errors import ConfigError, VolleyError
+from volley.errors import ConfigError, ResourceExhausted, VolleyError
 from volley.memory import host
+from volley.memory.budget import device_name, format_bytes
+from volley.memory.manager import MemoryManager, Usage
 from volley.repository import layout, watcher
 from volley.repository.loader import LoadedConfig, load_model_config
 from volley.scheduler.batcher import DynamicBatcher
@@ -88,6 +91,8 @@ class ModelManager:
         inline_execution_us: int = 0,
         load_threads: int = 4,
         drain_timeout_s: float = 30.0,
+        memory: MemoryManager | None = None,
+        pinned: frozenset[str] = frozenset(),
     ) -> None:
         self.repositories = repositories
         self.registry = registry
@@ -103,6 +108,16 @@ class ModelManager:
         self.stats = ServerStats()
         #: What each model's directory held at its last load attempt (the poller compares).
         self.attempted: dict[str, watcher.DirectoryScan] = {}
+        #: Budgets and footprints; None = no budget (nothing is ever evicted).
+        self.memory = memory
+        if memory is not None:
+            self.stats.memory_budgets = dict(memory.budgets)
+            self.stats.memory_held = lambda: {d: memory.held(d) for d in memory.budgets}
+        #: Models never evicted (``--pin-model``, or the ``volley.pinned`` config parameter).
+        self.pinned = set(pinned)
+        self._device_locks: dict[str, asyncio.Lock] = {}
+        self._loading: set[str] = set()
+        self._on_demand: dict[str, asyncio.Future[None]] = {}
 
     def model_dirs(self) -> dict[str, Path | None]:
         """Every model directory by name; a name found in two repositories maps to None."""
@@ -130,31 +145,38 @@ class ModelManager:
 
     async def _load(self, name: str, override: mc.ModelConfig | None) -> None:
         async with self._lock(name):
-            dirs = self.model_dirs()
-            if name not in dirs:
-                raise ConfigError(f"failed to load '{name}': no such model in the repository")
-            model_dir = dirs[name]
-            if model_dir is None:
-                reason = f"model '{name}' appears in more than one repository"
-                self.registry.publish(ModelEntry.of(name, {}, reason))
-                raise ConfigError(reason)
-            self.attempted[name] = await self._off_loop(watcher.scan_model, model_dir)
+            self._loading.add(name)
             try:
-                cfg = await self._off_loop(
-                    load_model_config,
-                    model_dir,
-                    self._inspector.read_signature,
-                    gpu_count=self._gpu_count,
-                    default_max_batch_size=self._default_max_batch_size,
-                    auto_complete=self._auto_complete,
-                    override=override,
-                )
-            except Exception as exc:
-                version = _version_at_fault(exc, model_dir)
-                failed = {version: _failure_text(exc)} if version is not None else {}
-                self._failed(name, exc, failed)
-                raise _as_volley_error(exc) from exc
-            await self._apply(name, model_dir, cfg)
+                await self._load_locked(name, override)
+            finally:
+                self._loading.discard(name)
+
+    async def _load_locked(self, name: str, override: mc.ModelConfig | None) -> None:
+        dirs = self.model_dirs()
+        if name not in dirs:
+            raise ConfigError(f"failed to load '{name}': no such model in the repository")
+        model_dir = dirs[name]
+        if model_dir is None:
+            reason = f"model '{name}' appears in more than one repository"
+            self.registry.publish(ModelEntry.of(name, {}, reason))
+            raise ConfigError(reason)
+        self.attempted[name] = await self._off_loop(watcher.scan_model, model_dir)
+        try:
+            cfg = await self._off_loop(
+                load_model_config,
+                model_dir,
+                self._inspector.read_signature,
+                gpu_count=self._gpu_count,
+                default_max_batch_size=self._default_max_batch_size,
+                auto_complete=self._auto_complete,
+                override=override,
+            )
+        except Exception as exc:
+            version = _version_at_fault(exc, model_dir)
+            failed = {version: _failure_text(exc)} if version is not None else {}
+            self._failed(name, exc, failed)
+            raise _as_volley_error(exc) from exc
+        await self._apply(name, model_dir, cfg)
 
     async def _apply(self, name: str, model_dir: Path, cfg: LoadedConfig) -> None:
         old = self.registry.get(name)
@@ -164,6 +186,7 @@ class ModelManager:
         created: list[ModelVersion] = []
         handed_over: dict[int, ModelVersion] = {}
         failed: dict[int, str] = {}
+        first_error: BaseException | None = None
         for version, path in sorted(cfg.versions.items()):
             files = await self._off_loop(watcher.version_files, path.parent)
             prev = old_versions.get(version)
@@ -183,6 +206,7 @@ class ModelManager:
                 reason = _failure_text(exc)
                 mv.state, mv.reason = ModelState.UNAVAILABLE, reason
                 failed[version] = reason
+                first_error = exc
                 self._log_failure(name, exc, version)
                 await self._release(mv)
                 break
@@ -197,6 +221,8 @@ class ModelManager:
                     await fresh.scheduler.stop()
                 fresh.loaded = None  # the previous version keeps its batcher and instances
             self._failed(name, None, failed, created)
+            if isinstance(first_error, ResourceExhausted):
+                raise first_error
             raise ConfigError(
                 "; ".join(f"version {v}: {reason}" for v, reason in sorted(failed.items()))
             )
@@ -267,16 +293,36 @@ class ModelManager:
 
     async def _load_version(self, mv: ModelVersion, path: Path, model_dir: Path) -> None:
         backend = get_backend(mv.spec.backend)
-        mv.loaded = await self._off_loop(backend.load, mv.spec, path)
-        if mv.spec.config.model_warmup:
-            try:
-                await self._off_loop(run_warmup, mv.spec, mv.loaded.instances, model_dir)
-            except VolleyError:
-                raise
-            except Exception as exc:
-                raise ConfigError(
-                    f"model '{mv.name}' version {mv.version} failed warmup: {exc}"
-                ) from exc
+        if mv.spec.parameters.get("volley.pinned", "").lower() == "true":
+            self.pinned.add(mv.name)
+        memory = self.memory
+        kind = mv.spec.instance_kind
+        device_id = mv.spec.gpus[0] if kind == "GPU" and mv.spec.gpus else 0
+        device = device_name(kind, device_id)
+        # Loads of one device are serialised so that each measures only its own footprint.
+        async with self._device_lock(device):
+            known = memory.footprint(mv.name, mv.version) if memory is not None else None
+            if memory is not None and known is not None:
+                await memory.admit(mv.name, device, known, self._usage, self._evict)
+            mv.loaded = await self._off_loop(backend.load, mv.spec, path)
+            if mv.spec.config.model_warmup:
+                try:
+                    await self._off_loop(run_warmup, mv.spec, mv.loaded.instances, model_dir)
+                except VolleyError:
+                    raise
+                except Exception as exc:
+                    raise ConfigError(
+                        f"model '{mv.name}' version {mv.version} failed warmup: {exc}"
+                    ) from exc
+            size = mv.loaded.memory_bytes.get((kind, device_id), 0)
+            if memory is not None:
+                if known is None:
+                    # Never loaded before: measured now, admitted now (evicting others).
+                    await memory.admit(mv.name, device, size, self._usage, self._evict)
+                memory.record(mv.name, mv.version, device, size)
+        log.info(
+            "model '%s' version %d holds %s on %s", mv.name, mv.version, format_bytes(size), device
+        )
         mv.stats.memory_bytes.update(mv.loaded.memory_bytes)
         batcher = DynamicBatcher(mv.spec, mv.loaded.instances, mv.stats, self._inline_execution_us)
         batcher.start()
@@ -334,10 +380,60 @@ class ModelManager:
             await mv.scheduler.stop()
             mv.scheduler = None
         if mv.loaded is not None:
+            if self.memory is not None:
+                self.memory.release(mv.name, mv.version)
             loaded, mv.loaded = mv.loaded, None
             await self._off_loop(loaded.close)
             del loaded
             await self._off_loop(host.trim)
+
+    # -- memory: eviction and loading on demand ------------------------------------------------
+    def _device_lock(self, device: str) -> asyncio.Lock:
+        lock = self._device_locks.get(device)
+        if lock is None:
+            lock = self._device_locks[device] = asyncio.Lock()
+        return lock
+
+    def _usage(self, name: str) -> Usage:
+        entry = self.registry.get(name)
+        versions = list(entry.versions.values()) if entry is not None else []
+        return Usage(
+            last_used_ms=max((mv.stats.last_inference_ms for mv in versions), default=0),
+            served=sum(mv.stats.success.count + mv.stats.fail.count for mv in versions),
+            busy=name in self._loading
+            or any(mv.scheduler is not None and mv.scheduler.pending for mv in versions),
+            pinned=name in self.pinned,
+        )
+
+    async def _evict(self, name: str) -> None:
+        """Unload an idle model to make room; it stays listed, UNAVAILABLE ("evicted")."""
+        async with self._lock(name):
+            entry = self.registry.get(name)
+            if entry is None:
+                return
+            log.info("evicting model '%s' (least recently used) to make room", name)
+            for mv in entry.versions.values():
+                if mv.state is ModelState.READY:
+                    mv.state = ModelState.UNLOADING
+            self.registry.publish(ModelEntry.of(name, entry.versions))
+            for mv in entry.versions.values():
+                await self._drain_and_release(mv)
+                mv.reason, mv.unloaded, mv.evicted = "evicted", True, True
+            self.registry.publish(ModelEntry.of(name, entry.versions))
+            self.stats.evictions += 1
+
+    async def ensure_loaded(self, name: str, timeout_s: float) -> None:
+        """Load an evicted model again for a waiting request: one load, however many wait."""
+        task = self._on_demand.get(name)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self.load(name))
+            self._on_demand[name] = task
+            self.stats.on_demand_loads += 1
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        finally:
+            self.stats.on_demand_wait_ns += int((time.monotonic() - started) * 1e9)
 
     async def shutdown(self) -> None:
         """Unload every model, then release the load threads."""

@@ -36,6 +36,8 @@ class ModelVersion:
     reason: str = ""
     #: True once unloaded on purpose (not a failure: readiness ignores it).
     unloaded: bool = False
+    #: True when unloaded to make room; a request for it loads it again.
+    evicted: bool = False
     loaded: LoadedModel | None = None
     scheduler: Scheduler | None = None
     #: The version folder's files when it was loaded (path, size, mtime).
@@ -79,6 +81,11 @@ class ModelEntry:
         """A snapshot of ``versions``; the default is the highest READY one."""
         ready = [v for n, v in sorted(versions.items()) if v.ready]
         return cls(name, dict(versions), ready[-1] if ready else None, reason, load_errors or {})
+
+    @property
+    def evicted(self) -> bool:
+        """True when the model was evicted to make room (and may be loaded on demand)."""
+        return bool(self.versions) and all(mv.evicted for mv in self.versions.values())
 
     @property
     def failed(self) -> bool:

@@ -18,6 +18,7 @@ from volley.errors import (
     DeadlineExceeded,
     Internal,
     InvalidArgument,
+    NotFound,
     ResourceExhausted,
     Unavailable,
     Unimplemented,
@@ -81,6 +82,8 @@ class InferenceService:
         explicit_control: bool = False,
         strict_readiness: bool = True,
         max_inflight: int = 0,
+        load_on_demand: bool = True,
+        load_timeout_s: float = 60.0,
     ) -> None:
         self.registry = registry
         self.manager = manager
@@ -88,6 +91,8 @@ class InferenceService:
         self._explicit = explicit_control
         self._strict_readiness = strict_readiness
         self._max_inflight = max_inflight
+        self._load_on_demand = load_on_demand
+        self._load_timeout_s = load_timeout_s
         #: Inference requests inside ``infer`` right now (all models, all transports).
         self.inflight = 0
         #: Server-wide counters (refusals, model loads), shared with the model manager.
@@ -155,7 +160,10 @@ class InferenceService:
                 f"the server is at its limit of {self._max_inflight} requests in flight; "
                 "try again later"
             )
-        mv = self.registry.resolve(request.model_name, request.model_version)
+        try:
+            mv = self.registry.resolve(request.model_name, request.model_version)
+        except (NotFound, Unavailable):
+            mv = await self._resolve_evicted(request)
         self.inflight += 1
         try:
             response = await self._infer(mv, request)
@@ -166,6 +174,26 @@ class InferenceService:
             self.inflight -= 1
         mv.stats.record_success(_now() - request.arrival_ns)
         return response
+
+    async def _resolve_evicted(self, request: InferenceRequest) -> ModelVersion:
+        """Load an evicted model again for this request (one load for all who wait), or raise
+        the resolution error when the model was not evicted."""
+        name, version = request.model_name, request.model_version
+        entry = self.registry.get(name)
+        if entry is None or not entry.evicted or not self._load_on_demand:
+            return self.registry.resolve(name, version)
+        try:
+            await self.manager.ensure_loaded(name, self._load_timeout_s)
+        except TimeoutError as exc:
+            raise Unavailable(
+                f"model '{name}' was evicted and loading it again took longer than "
+                f"{self._load_timeout_s:g}s; try again"
+            ) from exc
+        except VolleyError as exc:
+            raise Unavailable(
+                f"model '{name}' was evicted and could not be loaded again: {exc.message}"
+            ) from exc
+        return self.registry.resolve(name, version)
 
     async def _infer(self, mv: ModelVersion, request: InferenceRequest) -> InferenceResponse:
         scheduler = mv.scheduler

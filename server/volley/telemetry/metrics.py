@@ -149,10 +149,33 @@ class VolleyCollector(Collector):
             loads.add_sample(loads.name + "_total", {"result": result}, float(count))
         unloads = _family("volley_model_unloads", "Model unloads", "counter")
         unloads.add_sample(unloads.name + "_total", {}, float(server.unloads))
+        evictions = _family(
+            "volley_model_evictions", "Models evicted to make room for others", "counter"
+        )
+        evictions.add_sample(evictions.name + "_total", {}, float(server.evictions))
+        on_demand = _family(
+            "volley_on_demand_loads", "Loads of evicted models asked for by requests", "counter"
+        )
+        on_demand.add_sample(on_demand.name + "_total", {}, float(server.on_demand_loads))
+        waited = _family(
+            "volley_on_demand_wait_seconds",
+            "Time requests waited for evicted models to load again",
+            "counter",
+        )
+        waited.add_sample(waited.name + "_total", {}, server.on_demand_wait_ns / 1e9)
+        held = _family(
+            "volley_memory_held_bytes", "Bytes held by loaded models, by device", "gauge"
+        )
+        budget = _family("volley_memory_budget_bytes", "Memory budget, by device", "gauge")
+        for device, size in sorted(server.memory_held().items()):
+            held.add_sample(held.name, {"device": device}, float(size))
+        for device, size in sorted(server.memory_budgets.items()):
+            budget.add_sample(budget.name, {"device": device}, float(size))
         transport = _family("volley_transport_info", "The transports serving", "gauge")
         for protocol, name in sorted(self._transports.items()):
             transport.add_sample(transport.name, {"protocol": protocol, "transport": name}, 1.0)
-        yield from (rejected, loads, unloads, transport)
+        yield from (rejected, loads, unloads, evictions, on_demand, waited, held, budget)
+        yield transport
 
 
 def exposition(registry: CollectorRegistry) -> bytes:

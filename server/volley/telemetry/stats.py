@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 
 #: Upper bounds (ns) of the latency histograms: 50 µs to 60 s, roughly x2.5 apart.
 LATENCY_BOUNDS_NS: tuple[int, ...] = tuple(
@@ -146,6 +147,14 @@ class ServerStats:
         #: Model loads by result (``success``, ``failure``).
         self.loads = {"success": 0, "failure": 0}
         self.unloads = 0
+        #: Models evicted to make room for others.
+        self.evictions = 0
+        #: Loads triggered by a request for an evicted model, and the time requests waited.
+        self.on_demand_loads = 0
+        self.on_demand_wait_ns = 0
+        #: Budgets by device, and a reader of the bytes held by device (set by the server).
+        self.memory_budgets: dict[str, int] = {}
+        self.memory_held: Callable[[], dict[str, int]] = dict
 
     def record_rejected(self, reason: str) -> None:
         """A request refused before it reached a model."""
