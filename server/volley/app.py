@@ -95,6 +95,7 @@ class VolleyServer:
             drain_timeout_s=settings.exit_timeout_secs,
             memory=memory,
             pinned=frozenset(settings.pin_model),
+            admit_wait_s=settings.model_load_timeout_secs,
         )
         self._poller: RepositoryPoller | None = None
         if settings.model_control_mode is ControlMode.POLL:

@@ -144,15 +144,18 @@ def add_constant(value: float, width: int = 4, *, padding_bytes: int = 0) -> onn
     ``padding_bytes`` adds an unused initializer of that size, to give the model a footprint.
     """
     inits = [numpy_helper.from_array(np.full(width, value, np.float32), "c")]
+    nodes = [helper.make_node("Add", ["X", "c"], ["Y"])]
     if padding_bytes:
-        inits.append(
-            numpy_helper.from_array(
-                np.random.default_rng(int(value)).random(padding_bytes // 4).astype(np.float32),
-                "padding",
-            )
-        )
+        # zeros that a Gather reads, so the runtime must keep (and hold) the whole tensor
+        inits.append(numpy_helper.from_array(np.zeros(padding_bytes // 4, np.float32), "padding"))
+        inits.append(numpy_helper.from_array(np.zeros(width, np.int64), "idx"))
+        nodes = [
+            helper.make_node("Gather", ["padding", "idx"], ["zero"]),
+            helper.make_node("Add", ["c", "zero"], ["c2"]),
+            helper.make_node("Add", ["X", "c2"], ["Y"]),
+        ]
     graph = helper.make_graph(
-        [helper.make_node("Add", ["X", "c"], ["Y"])],
+        nodes,
         "add_constant",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", width])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", width])],

@@ -3,18 +3,23 @@
 The manager knows models only by name and version; the lifecycle measures footprints, asks
 for admission before a load, and performs the evictions the manager chooses. Eviction rule:
 idle models only (nothing queued or executing), least recently used first, never a pinned
-one, and never a model that was loaded moments ago and has not yet served a request (it was
-probably loaded for a waiting request) unless it has been resident for ``min_residency_s``.
+one, and never a model loaded for a waiting request before it has served a request or been
+resident for ``min_residency_s`` (so two models wanted at once cannot evict each other in turn
+before either answers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from volley.errors import ResourceExhausted
 from volley.memory.budget import format_bytes
+
+#: How often an admission that waits for a model to become evictable looks again.
+_RETRY_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,8 @@ class _Held:
     device: str
     size: int
     loaded_at: float
+    #: Loaded for a waiting request: protected until it served one or its residency passed.
+    protect: bool
 
 
 class MemoryManager:
@@ -76,9 +83,12 @@ class MemoryManager:
                 out[model] = out.get(model, 0) + h.size
         return out
 
-    def record(self, model: str, version: int, device: str, size: int) -> None:
-        """A version is loaded and holds ``size`` bytes on ``device``."""
-        self._held[(model, version)] = _Held(device, size, self._clock())
+    def record(
+        self, model: str, version: int, device: str, size: int, *, on_demand: bool = False
+    ) -> None:
+        """A version is loaded and holds ``size`` bytes on ``device`` (``on_demand``: for a
+        waiting request, so protected from eviction until it served one)."""
+        self._held[(model, version)] = _Held(device, size, self._clock(), on_demand)
         self._footprints[(model, version)] = size
 
     def release(self, model: str, version: int) -> None:
@@ -92,10 +102,13 @@ class MemoryManager:
         need: int,
         usage: Callable[[str], Usage],
         evict: Callable[[str], Awaitable[None]],
+        wait_s: float = 0.0,
     ) -> None:
         """Make room for ``need`` bytes of ``model`` on ``device`` by evicting idle models.
 
-        Raises RESOURCE_EXHAUSTED, naming the numbers, when it cannot fit.
+        When every other model is busy or just loaded for a waiting request, waits up to
+        ``wait_s`` for one to become evictable. Raises RESOURCE_EXHAUSTED, naming the numbers,
+        when it cannot fit: at once if even evicting every unpinned model would not do.
         """
         budget = self.budgets.get(device)
         if budget is None:
@@ -105,9 +118,20 @@ class MemoryManager:
                 f"model '{model}' needs {format_bytes(need)} on {device}, more than the whole "
                 f"budget of {format_bytes(budget)}"
             )
+        deadline = self._clock() + wait_s
         while self.held(device) + need > budget:
             victim = self._victim(device, model, usage)
-            if victim is None:
+            if victim is not None:
+                await evict(victim)
+                self.evictions += 1
+                continue
+            pinned = sum(
+                size
+                for name, size in self.holders(device).items()
+                if name != model and usage(name).pinned
+            )
+            own = self.holders(device).get(model, 0)
+            if pinned + own + need > budget or self._clock() >= deadline:
                 held = ", ".join(
                     f"{name} {format_bytes(size)}"
                     for name, size in sorted(self.holders(device).items())
@@ -117,8 +141,7 @@ class MemoryManager:
                     f"{format_bytes(budget)} and {format_bytes(self.held(device))} is held by "
                     f"models that cannot be evicted now (pinned, busy or just loaded): {held}"
                 )
-            await evict(victim)
-            self.evictions += 1
+            await asyncio.sleep(_RETRY_S)
 
     def _victim(self, device: str, loading: str, usage: Callable[[str], Usage]) -> str | None:
         now = self._clock()
@@ -129,7 +152,7 @@ class MemoryManager:
             use = usage(model)
             if use.pinned or use.busy:
                 continue
-            if use.served == 0 and now - held.loaded_at < self._min_residency_s:
+            if held.protect and use.served == 0 and now - held.loaded_at < self._min_residency_s:
                 continue
             candidates.append((use.last_used_ms, held.loaded_at, model))
         return min(candidates)[2] if candidates else None

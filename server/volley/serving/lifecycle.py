@@ -42,6 +42,10 @@ log = logging.getLogger("volley.serving")
 
 T = TypeVar("T")
 
+#: A load briefly holds about this many times its final footprint (file buffer and parsed
+#: weights beside the runtime's tensors); a budgeted load is admitted with that much room.
+_LOAD_PEAK_FACTOR = 2
+
 #: Fields of ``ModelConfig`` that a new batcher can apply without reloading the sessions.
 _SCHEDULING_FIELDS = ("dynamic_batching",)
 
@@ -93,6 +97,7 @@ class ModelManager:
         drain_timeout_s: float = 30.0,
         memory: MemoryManager | None = None,
         pinned: frozenset[str] = frozenset(),
+        admit_wait_s: float = 60.0,
     ) -> None:
         self.repositories = repositories
         self.registry = registry
@@ -115,9 +120,14 @@ class ModelManager:
             self.stats.memory_held = lambda: {d: memory.held(d) for d in memory.budgets}
         #: Models never evicted (``--pin-model``, or the ``volley.pinned`` config parameter).
         self.pinned = set(pinned)
+        #: How long a load waits for busy or just-loaded models to become evictable.
+        self._admit_wait_s = admit_wait_s
         self._device_locks: dict[str, asyncio.Lock] = {}
+        self._measure_lock = asyncio.Lock()
         self._loading: set[str] = set()
         self._on_demand: dict[str, asyncio.Future[None]] = {}
+        #: Models being loaded again because requests wait for them.
+        self._wanted: set[str] = set()
 
     def model_dirs(self) -> dict[str, Path | None]:
         """Every model directory by name; a name found in two repositories maps to None."""
@@ -147,7 +157,14 @@ class ModelManager:
         async with self._lock(name):
             self._loading.add(name)
             try:
-                await self._load_locked(name, override)
+                if self.memory is None:
+                    await self._load_locked(name, override)
+                else:
+                    # With budgets, loads run one at a time, reading the configuration
+                    # included (it parses the model file), so that each measured footprint
+                    # is the load's own.
+                    async with self._measure_lock:
+                        await self._load_locked(name, override)
             finally:
                 self._loading.discard(name)
 
@@ -302,9 +319,25 @@ class ModelManager:
         # Loads of one device are serialised so that each measures only its own footprint.
         async with self._device_lock(device):
             known = memory.footprint(mv.name, mv.version) if memory is not None else None
+            on_demand = mv.name in self._wanted
+            reserved = 0
             if memory is not None and known is not None:
-                await memory.admit(mv.name, device, known, self._usage, self._evict)
+                # A known footprint is admitted (and reserved) before the load starts, with
+                # room for the load's transient copy of the weights (held until it returns).
+                peak = min(known * _LOAD_PEAK_FACTOR, memory.budgets.get(device, 0) or known)
+                await memory.admit(
+                    mv.name, device, max(peak, known), self._usage, self._evict, self._admit_wait_s
+                )
+                memory.record(mv.name, mv.version, device, max(peak, known), on_demand=on_demand)
+                reserved = max(peak, known)
+            # Host footprint: resident memory before and after, with freed heap handed back
+            # first, so transient buffers of the load are not counted.
+            await self._off_loop(host.trim)
+            before = host.rss_bytes()
             mv.loaded = await self._off_loop(backend.load, mv.spec, path)
+            await self._off_loop(host.trim)
+            if kind == "CPU":
+                mv.loaded.memory_bytes[("CPU", 0)] = max(host.rss_bytes() - before, 0)
             if mv.spec.config.model_warmup:
                 try:
                     await self._off_loop(run_warmup, mv.spec, mv.loaded.instances, model_dir)
@@ -316,10 +349,22 @@ class ModelManager:
                     ) from exc
             size = mv.loaded.memory_bytes.get((kind, device_id), 0)
             if memory is not None:
-                if known is None:
-                    # Never loaded before: measured now, admitted now (evicting others).
-                    await memory.admit(mv.name, device, size, self._usage, self._evict)
-                memory.record(mv.name, mv.version, device, size)
+                if size > reserved:
+                    # Never loaded before, or larger than last time: what it holds beyond its
+                    # reservation is admitted now (evicting others), else it is unloaded again.
+                    try:
+                        await memory.admit(
+                            mv.name,
+                            device,
+                            size - reserved,
+                            self._usage,
+                            self._evict,
+                            self._admit_wait_s,
+                        )
+                    except ResourceExhausted:
+                        memory.release(mv.name, mv.version)
+                        raise
+                memory.record(mv.name, mv.version, device, size, on_demand=on_demand)
         log.info(
             "model '%s' version %d holds %s on %s", mv.name, mv.version, format_bytes(size), device
         )
@@ -413,12 +458,14 @@ class ModelManager:
                 return
             log.info("evicting model '%s' (least recently used) to make room", name)
             for mv in entry.versions.values():
+                # marked at once: a request arriving meanwhile waits for it to load again
+                mv.evicted = True
                 if mv.state is ModelState.READY:
                     mv.state = ModelState.UNLOADING
             self.registry.publish(ModelEntry.of(name, entry.versions))
             for mv in entry.versions.values():
                 await self._drain_and_release(mv)
-                mv.reason, mv.unloaded, mv.evicted = "evicted", True, True
+                mv.reason, mv.unloaded = "evicted", True
             self.registry.publish(ModelEntry.of(name, entry.versions))
             self.stats.evictions += 1
 
@@ -426,7 +473,9 @@ class ModelManager:
         """Load an evicted model again for a waiting request: one load, however many wait."""
         task = self._on_demand.get(name)
         if task is None or task.done():
+            self._wanted.add(name)
             task = asyncio.ensure_future(self.load(name))
+            task.add_done_callback(lambda _: self._wanted.discard(name))
             self._on_demand[name] = task
             self.stats.on_demand_loads += 1
         started = time.monotonic()

@@ -339,6 +339,8 @@ class InferenceService:
                 )
         try:
             await self.manager.load(name, override)
+        except ResourceExhausted:
+            raise
         except VolleyError as exc:
             raise InvalidArgument(f"load failed for model '{name}': {exc.message}") from exc
 

@@ -52,7 +52,7 @@ async def test_pinned_busy_and_fresh_models_are_never_evicted() -> None:
     manager.record("pinned", 1, "cpu", 30 * MB)
     manager.record("busy", 1, "cpu", 30 * MB)
     now[0] += 10
-    manager.record("fresh", 1, "cpu", 30 * MB)  # loaded just now, has served nothing yet
+    manager.record("fresh", 1, "cpu", 30 * MB, on_demand=True)  # for a waiting request
     fleet.use = {
         "pinned": Usage(1, 5, False, True),
         "busy": Usage(1, 5, True, False),
