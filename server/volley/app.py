@@ -13,6 +13,7 @@ from volley.backends.devices import cuda_device_count
 from volley.errors import VolleyError
 from volley.frontend.grpc import restriction
 from volley.frontend.grpc.server import GrpcFrontend, GrpcOptions, TlsFiles
+from volley.frontend.http.server import HttpFrontend
 from volley.memory.budget import parse_budgets
 from volley.memory.manager import MemoryManager
 from volley.serving.lifecycle import ModelManager
@@ -30,6 +31,7 @@ EXTENSIONS = (
     "schedule_policy",
     "model_configuration",
     "statistics",
+    "binary_tensor_data",
 )
 
 
@@ -117,6 +119,9 @@ class VolleyServer:
         self._explicit = explicit
         self._load_models = settings.load_model
         self._grpc = GrpcFrontend(self.service, grpc_options(settings))
+        self._http: HttpFrontend | None = None
+        if settings.allow_http:
+            self._http = HttpFrontend(self.service, settings.http_address, settings.http_port)
         self._metrics: MetricsServer | None = None
         if settings.allow_metrics:
             collector = VolleyCollector(
@@ -129,6 +134,8 @@ class VolleyServer:
             )
         #: The bound metrics port (0 when metrics are off).
         self.metrics_port = 0
+        #: The bound HTTP port (0 when HTTP is off).
+        self.http_port = 0
         self.port = 0
 
     @property
@@ -143,6 +150,12 @@ class VolleyServer:
                 raise VolleyError(f"model repository '{repo}' is not a directory")
         await self._load_initial_models()
         self.port = await self._grpc.start()
+        if self._http is not None:
+            try:
+                self.http_port = await self._http.start()
+            except BaseException:
+                await self._grpc.stop(0)
+                raise
         if self._metrics is not None:
             try:
                 self.metrics_port = self._metrics.start()
@@ -176,7 +189,11 @@ class VolleyServer:
         self.service.draining = True
         if self._poller is not None:
             await self._poller.stop()
-        await self._grpc.stop(self.settings.exit_timeout_secs if grace is None else grace)
+        grace = self.settings.exit_timeout_secs if grace is None else grace
+        if self._http is not None:
+            await asyncio.gather(self._grpc.stop(grace), self._http.stop(grace))
+        else:
+            await self._grpc.stop(grace)
         await self.manager.shutdown()
         if self._metrics is not None:
             self._metrics.stop()
@@ -188,7 +205,11 @@ async def serve(settings: ServerSettings, port_file: Path | None = None) -> None
     server = VolleyServer(settings)
     port = await server.start()
     if port_file is not None:
-        port_file.write_text(f"{port}\n")
+        # the gRPC port, then the HTTP port when HTTP is served; renamed into place whole
+        ports = f"{port}\n" + (f"{server.http_port}\n" if server.http_port else "")
+        partial = port_file.with_name(port_file.name + ".partial")
+        partial.write_text(ports)
+        partial.replace(port_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -94,6 +94,11 @@ class ServerSettings(BaseSettings):
     grpc_http2_max_ping_strikes: int = Field(
         2, ge=0, description="Ping strikes before the connection is closed (0 = no limit)."
     )
+    allow_http: bool = Field(
+        True, description="Serve the KServe v2 HTTP/REST protocol (Triton's binary extension)."
+    )
+    http_address: str = Field("0.0.0.0", description="Address the HTTP server binds.")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP port; 0 picks a free port.")
     allow_metrics: bool = Field(True, description="Serve Prometheus metrics over HTTP.")
     metrics_address: str = Field("0.0.0.0", description="Address the metrics server binds.")
     metrics_port: int = Field(

@@ -21,13 +21,16 @@ EXAMPLES = ROOT / "model_repository"
 async def running_server(
     repository: Path, load_models: list[str] | None = None, **settings: Any
 ) -> AsyncIterator[tuple[VolleyServer, pb_grpc.GRPCInferenceServiceStub, grpc.aio.Channel]]:
-    """Start a server on 127.0.0.1:0, yield it with a connected stub, then stop it."""
+    """Start a server on 127.0.0.1:0, yield it with a connected stub, then stop it.
+
+    HTTP is served on 127.0.0.1 too, on a free port: ``server.http_port``.
+    """
     config = ServerSettings(
         model_repository=[repository],
         grpc_address="127.0.0.1",
         grpc_port=0,
         load_model=load_models or [],
-        **{"metrics_port": 0, **settings},
+        **{"metrics_port": 0, "http_address": "127.0.0.1", "http_port": 0, **settings},
     )
     server = VolleyServer(config)
     port = await server.start()

@@ -20,7 +20,8 @@ EXAMPLE_REPOSITORY = ROOT / "model_repository"
 
 
 class ServerProcess:
-    """A running ``volley serve``; ``url`` is ``127.0.0.1:PORT``."""
+    """A running ``volley serve``; ``url`` is ``127.0.0.1:PORT`` (gRPC), ``http_url`` the same
+    for HTTP (empty when ``--allow-http false`` is passed)."""
 
     def __init__(
         self, repository: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
@@ -42,6 +43,10 @@ class ServerProcess:
             "0",
             "--metrics-port",
             "0",
+            "--http-address",
+            "127.0.0.1",
+            "--http-port",
+            "0",
             "--port-file",
             str(port_file),
             "--exit-timeout-secs",
@@ -59,8 +64,12 @@ class ServerProcess:
                 self.proc.kill()
                 raise RuntimeError(f"volley serve did not start in 60 s:\n{self.log()}")
             time.sleep(0.05)
-        self.port = int(port_file.read_text())
+        # the gRPC port, then the HTTP port when HTTP is served
+        ports = [int(p) for p in port_file.read_text().split()]
+        self.port = ports[0]
         self.url = f"127.0.0.1:{self.port}"
+        self.http_port = ports[1] if len(ports) > 1 else 0
+        self.http_url = f"127.0.0.1:{self.http_port}" if self.http_port else ""
 
     def log(self) -> str:
         """Everything the server printed so far."""
