@@ -305,7 +305,10 @@ async def test_repository_index(service: InferenceService) -> None:
     assert (badop.version, badop.state) == ("1", "UNAVAILABLE")
     assert "NoSuchOperator" in badop.reason
     (garbage,) = by_name["garbage"]
-    assert (garbage.version, garbage.state) == ("1", "UNAVAILABLE")  # the corrupt file is in version 1
+    assert (garbage.version, garbage.state) == (
+        "1",
+        "UNAVAILABLE",
+    )  # the corrupt file is in version 1
     assert "cannot read ONNX model" in garbage.reason
     assert by_name["ident"] == [
         IndexEntry("ident", "1", "UNAVAILABLE", "unloaded"),
