@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from volley.backends import BackendInspector
 from volley.backends.devices import cuda_device_count
 from volley.repository.loader import load_model_config
 
@@ -30,7 +31,9 @@ def test_gpu_instance_matches_cpu(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "model_repository" / "dense_classifier", model)
     config = (model / "config.pbtxt").read_text().replace("KIND_CPU", "KIND_GPU")
     (model / "config.pbtxt").write_text(config)
-    loaded = load_model_config(model, gpu_count=cuda_device_count())
+    loaded = load_model_config(
+        model, BackendInspector().read_signature, gpu_count=cuda_device_count()
+    )
     assert loaded.spec.instance_kind == "GPU"
     instances = OnnxRuntimeBackend().load(loaded.spec, loaded.versions[1]).instances
     x = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
@@ -39,3 +42,29 @@ def test_gpu_instance_matches_cpu(tmp_path: Path) -> None:
         instances[0].execute({"INPUT": x})["LOGITS"], cpu.run(["LOGITS"], {"INPUT": x})[0],
         rtol=1e-3, atol=1e-4,
     )  # fmt: skip
+
+
+async def test_gpu_memory_is_measured_and_budgeted(tmp_path: Path) -> None:
+    from volley.memory.manager import MemoryManager
+    from volley.serving.lifecycle import ModelManager
+    from volley.serving.registry import Registry
+
+    model = tmp_path / "dense_classifier"
+    shutil.copytree(ROOT / "model_repository" / "dense_classifier", model)
+    config = (model / "config.pbtxt").read_text().replace("KIND_CPU", "KIND_GPU")
+    (model / "config.pbtxt").write_text(config)
+    manager = ModelManager(
+        [tmp_path],
+        Registry(),
+        gpu_count=cuda_device_count(),
+        memory=MemoryManager({"gpu0": 8 * 1024**3}),
+    )
+    try:
+        await manager.load("dense_classifier")
+        entry = manager.registry.get("dense_classifier")
+        assert entry is not None and entry.default is not None
+        used = entry.default.stats.memory_bytes[("GPU", 0)]
+        assert used > 0
+        assert manager.memory is not None and manager.memory.held("gpu0") == used
+    finally:
+        await manager.shutdown()

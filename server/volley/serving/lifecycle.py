@@ -32,6 +32,7 @@ from volley.errors import ConfigError, ResourceExhausted, VolleyError
 from volley.memory import host
 from volley.memory.budget import device_name, format_bytes
 from volley.memory.manager import MemoryManager, Usage
+from volley.memory.probe import Probes
 from volley.repository import layout, watcher
 from volley.repository.loader import LoadedConfig, load_model_config
 from volley.scheduler.batcher import DynamicBatcher
@@ -98,6 +99,7 @@ class ModelManager:
         memory: MemoryManager | None = None,
         pinned: frozenset[str] = frozenset(),
         admit_wait_s: float = 60.0,
+        probes: Probes | None = None,
     ) -> None:
         self.repositories = repositories
         self.registry = registry
@@ -124,6 +126,7 @@ class ModelManager:
         self._admit_wait_s = admit_wait_s
         self._device_locks: dict[str, asyncio.Lock] = {}
         self._measure_lock = asyncio.Lock()
+        self._probes = probes or Probes()
         self._loading: set[str] = set()
         self._on_demand: dict[str, asyncio.Future[None]] = {}
         #: Models being loaded again because requests wait for them.
@@ -316,7 +319,8 @@ class ModelManager:
         kind = mv.spec.instance_kind
         device_id = mv.spec.gpus[0] if kind == "GPU" and mv.spec.gpus else 0
         device = device_name(kind, device_id)
-        # Loads of one device are serialised so that each measures only its own footprint.
+        # Loads of one device are serialised so that each measures only its own footprint:
+        # the device's memory in use before and after (host: resident set; GPU: the driver's).
         async with self._device_lock(device):
             known = memory.footprint(mv.name, mv.version) if memory is not None else None
             on_demand = mv.name in self._wanted
@@ -330,14 +334,15 @@ class ModelManager:
                 )
                 memory.record(mv.name, mv.version, device, max(peak, known), on_demand=on_demand)
                 reserved = max(peak, known)
-            # Host footprint: resident memory before and after, with freed heap handed back
-            # first, so transient buffers of the load are not counted.
-            await self._off_loop(host.trim)
-            before = host.rss_bytes()
+            # The device's memory in use before and after, freed memory handed back first (so
+            # transient buffers of the load are not counted).
+            probe = self._probes.for_device(device)
+            await self._off_loop(probe.settle, device)
+            before = probe.used_bytes(device)
             mv.loaded = await self._off_loop(backend.load, mv.spec, path)
-            await self._off_loop(host.trim)
-            if kind == "CPU":
-                mv.loaded.memory_bytes[("CPU", 0)] = max(host.rss_bytes() - before, 0)
+            await self._off_loop(probe.settle, device)
+            measured = max(probe.used_bytes(device) - before, 0)
+            mv.loaded.memory_bytes[(kind, device_id)] = measured
             if mv.spec.config.model_warmup:
                 try:
                     await self._off_loop(run_warmup, mv.spec, mv.loaded.instances, model_dir)
