@@ -139,12 +139,12 @@ async def test_a_model_larger_than_the_budget_is_refused_with_the_numbers(tmp_pa
 
 
 async def test_requests_for_an_evicted_model_share_one_load(tmp_path: Path) -> None:
-    repo = write_models(tmp_path / "repo", count=2, padding=8 * 2**20)
+    repo = write_models(tmp_path / "repo", count=2, padding=32 * 2**20)
     async with running_server(
         repo,
         model_control_mode="explicit",
         load_models=["m0", "m1"],
-        memory_budget=["cpu=14MiB"],  # one of the two at a time
+        memory_budget=["cpu=48MiB"],  # one of the two at a time
         model_min_residency_secs=0,
     ) as (server, stub, _ch):
         index = await stub.RepositoryIndex(pb.RepositoryIndexRequest())
