@@ -21,6 +21,7 @@ from volley.serving.poller import RepositoryPoller
 from volley.serving.registry import Registry
 from volley.serving.service import InferenceService
 from volley.settings import ControlMode, ServerSettings
+from volley.telemetry.audit import AuditLog, open_sink
 from volley.telemetry.metrics import MetricsServer, VolleyCollector
 
 log = logging.getLogger("volley")
@@ -117,6 +118,22 @@ class VolleyServer:
             load_timeout_s=settings.model_load_timeout_secs,
         )
         self._explicit = explicit
+        self._audit: AuditLog | None = None
+        if settings.audit_log_sink:
+            try:
+                sink = open_sink(settings.audit_log_sink)
+            except (ValueError, OSError) as exc:
+                raise VolleyError(f"--audit-log-sink: {exc}") from exc
+            self._audit = AuditLog(
+                sink,
+                sample_rate=settings.audit_log_sample_rate,
+                max_tensor_bytes=settings.audit_log_max_tensor_bytes,
+                queue_size=settings.audit_log_queue_size,
+            )
+            self.service.audit = self._audit
+            self.service.audit_mode = settings.audit_log
+            self.service.header_keys = frozenset(k.lower() for k in settings.audit_log_metadata)
+            self.manager.stats.audit_counts = self._audit.counts
         self._load_models = settings.load_model
         self._grpc = GrpcFrontend(self.service, grpc_options(settings))
         self._http: HttpFrontend | None = None
@@ -148,6 +165,8 @@ class VolleyServer:
         for repo in self.settings.model_repository:
             if not repo.is_dir():
                 raise VolleyError(f"model repository '{repo}' is not a directory")
+        if self._audit is not None:
+            self._audit.start()
         await self._load_initial_models()
         self.port = await self._grpc.start()
         if self._http is not None:
@@ -195,6 +214,8 @@ class VolleyServer:
         else:
             await self._grpc.stop(grace)
         await self.manager.shutdown()
+        if self._audit is not None:
+            await self._audit.stop()
         if self._metrics is not None:
             self._metrics.stop()
         self.service.live = False

@@ -173,6 +173,30 @@ class ServerSettings(BaseSettings):
             "event-loop thread, skipping two thread hand-offs; 0 disables."
         ),
     )
+    audit_log: str = Field(
+        "",
+        pattern="^(|request|response|all)$",
+        description="Log requests, responses or all of every model to the audit sink (a "
+        "model's 'volley.audit' config parameter overrides it; 'off' turns a model off).",
+    )
+    audit_log_sink: str = Field(
+        "",
+        description="Where audit records go: file:///dir (rotating JSON lines), "
+        "http://host:port/path (CloudEvents), nats://host:port/subject.",
+    )
+    audit_log_sample_rate: float = Field(
+        1.0, ge=0, le=1, description="Share of requests written to the audit log."
+    )
+    audit_log_max_tensor_bytes: int = Field(
+        4096, ge=0, description="Tensor data kept per tensor in an audit record (then cut)."
+    )
+    audit_log_metadata: list[str] = Field(
+        default_factory=list,
+        description="Request metadata keys copied into audit records; repeatable.",
+    )
+    audit_log_queue_size: int = Field(
+        10_000, ge=1, description="Records waiting for the sink before new ones are dropped."
+    )
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
     use_uvloop: bool = Field(True, description="Run the event loop on uvloop when installed.")
 

@@ -37,6 +37,7 @@ from volley.serving.types import (
     ServerMetadata,
     TensorMetadata,
 )
+from volley.telemetry.audit import MODES, AuditLog, AuditRecord, TensorRecord
 from volley.telemetry.metrics import ModelSnapshot
 from volley.telemetry.stats import ModelStats
 
@@ -55,6 +56,15 @@ class StreamResult(Generic[T]):
     source: T
     response: InferenceResponse | None = None
     error: BaseException | None = None
+
+
+def _status_of(exc: BaseException) -> tuple[str, str]:
+    """A status name and client-facing message for the audit log."""
+    if isinstance(exc, VolleyError):
+        return exc.code.value, exc.message
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED", "the call was cancelled"
+    return "INTERNAL", "internal error"
 
 
 def _failure_reason(exc: BaseException) -> str:
@@ -91,6 +101,12 @@ class InferenceService:
         self._explicit = explicit_control
         self._strict_readiness = strict_readiness
         self._max_inflight = max_inflight
+        #: The audit log, and what it records by default (``request``, ``response``, ``all``;
+        #: a model's ``volley.audit`` parameter overrides it, ``off`` included).
+        self.audit: AuditLog | None = None
+        self.audit_mode = ""
+        #: Request metadata keys a transport copies into requests (for the audit log).
+        self.header_keys: frozenset[str] = frozenset()
         self._load_on_demand = load_on_demand
         self._load_timeout_s = load_timeout_s
         #: Inference requests inside ``infer`` right now (all models, all transports).
@@ -169,11 +185,55 @@ class InferenceService:
             response = await self._infer(mv, request)
         except BaseException as exc:
             mv.stats.record_failure(_now() - request.arrival_ns, _failure_reason(exc))
+            if self.audit is not None:
+                self._audit(mv, request, None, exc)
             raise
         finally:
             self.inflight -= 1
         mv.stats.record_success(_now() - request.arrival_ns)
+        if self.audit is not None:
+            self._audit(mv, request, response, None)
         return response
+
+    def _audit(
+        self,
+        mv: ModelVersion,
+        request: InferenceRequest,
+        response: InferenceResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        """Queue an audit record when the model's mode and the sampling say so."""
+        audit = self.audit
+        assert audit is not None
+        mode = mv.spec.parameters.get("volley.audit", self.audit_mode)
+        if mode not in MODES or not audit.sampled():
+            return
+        status, message = ("OK", "") if error is None else _status_of(error)
+        audit.submit(
+            AuditRecord(
+                mode=mode,
+                request_id=request.id,
+                model=mv.name,
+                version=mv.version_str,
+                started_ns=time.time_ns() - (_now() - request.arrival_ns),
+                finished_ns=time.time_ns(),
+                status=status,
+                error=message,
+                inputs=[
+                    TensorRecord(t.name, t.datatype, t.shape, t.raw, t.values)
+                    for t in request.inputs
+                ]
+                if mode != "response"
+                else [],
+                outputs=[
+                    TensorRecord(o.name, o.datatype, list(o.array.shape), array=o.array)
+                    for o in response.outputs
+                ]
+                if response is not None and mode != "request"
+                else [],
+                metadata=dict(request.headers or {}),
+            )
+        )
 
     async def _resolve_evicted(self, request: InferenceRequest) -> ModelVersion:
         """Load an evicted model again for this request (one load for all who wait), or raise

@@ -47,6 +47,8 @@ class InferenceRequest:
     #: The outputs asked for; None = every output of the model.
     outputs: list[RequestedOutput] | None = None
     parameters: dict[str, ParamValue] | None = None
+    #: Request metadata the service asked transports to keep (``header_keys``).
+    headers: dict[str, str] | None = None
 
 
 class OutputTensor(NamedTuple):

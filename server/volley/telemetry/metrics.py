@@ -174,7 +174,10 @@ class VolleyCollector(Collector):
         transport = _family("volley_transport_info", "The transports serving", "gauge")
         for protocol, name in sorted(self._transports.items()):
             transport.add_sample(transport.name, {"protocol": protocol, "transport": name}, 1.0)
-        yield from (rejected, loads, unloads, evictions, on_demand, waited, held, budget)
+        audit = _family("volley_audit_records", "Audit records, by outcome", "counter")
+        for outcome, count in sorted(server.audit_counts.items()):
+            audit.add_sample(audit.name + "_total", {"result": outcome}, float(count))
+        yield from (rejected, loads, unloads, evictions, on_demand, waited, held, budget, audit)
         yield transport
 
 

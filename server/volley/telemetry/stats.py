@@ -155,6 +155,8 @@ class ServerStats:
         #: Budgets by device, and a reader of the bytes held by device (set by the server).
         self.memory_budgets: dict[str, int] = {}
         self.memory_held: Callable[[], dict[str, int]] = dict
+        #: Audit records by outcome (written, dropped, failed) when an audit log is on.
+        self.audit_counts: dict[str, int] = {}
 
     def record_rejected(self, reason: str) -> None:
         """A request refused before it reached a model."""

@@ -21,6 +21,15 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 _monotonic_ns = time.monotonic_ns
 
 
+def _headers(context: Ctx, keys: frozenset[str]) -> dict[str, str]:
+    """The call's metadata entries named in ``keys`` (text values only)."""
+    return {
+        key: value
+        for key, value in context.invocation_metadata() or ()
+        if key in keys and isinstance(value, str)
+    }
+
+
 def _no_repository_name(repository_name: str) -> None:
     if repository_name:
         raise Unimplemented("'repository_name' specification is not supported")
@@ -80,6 +89,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: Ctx
     ) -> pb.ModelInferResponse:
         req = convert.request_from_pb(request, _monotonic_ns())
+        if self._service.header_keys:
+            req.headers = _headers(context, self._service.header_keys)
         return convert.response_to_pb(await self._service.infer(req))
 
     async def ModelStreamInfer(
