@@ -124,7 +124,9 @@ async def drive(url: str, kind: str, count: int, concurrency: int) -> dict[str, 
                     errors += 1
 
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    # as tritonclient: no Accept-Encoding (aiohttp would ask for gzip by default)
+    skip = ("Accept-Encoding",)
+    async with aiohttp.ClientSession(connector=connector, skip_auto_headers=skip) as session:
         start = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         elapsed = time.perf_counter() - start

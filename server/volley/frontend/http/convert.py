@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
@@ -36,12 +36,17 @@ _KINDS: dict[str, str] = {
 _KIND_WORDS = {"b": "booleans", "iu": "integers", "iuf": "numbers"}
 _INPUT_FIELDS = "'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'"
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: Compact UTF-8 JSON. orjson: about 10x faster than the standard library on these documents
+#: (a binary-tensor inference header, and far more on JSON tensor data); NaN is written null.
+dumps = orjson.dumps
 
 
-def dumps(doc: Any) -> bytes:
-    """Compact UTF-8 JSON."""
-    return _dumps(doc).encode()
+def loads(text: bytes | memoryview) -> Any:
+    """Parse a JSON document; malformed or too deeply nested text is the client's error."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"failed to parse the request JSON buffer: {exc}") from exc
 
 
 @dataclass(slots=True)
