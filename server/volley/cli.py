@@ -59,6 +59,41 @@ def _repo_parser(sub: Any) -> None:
     check.add_argument("path", type=Path)
 
 
+def _stream_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "stream", help="consume requests from a message broker, predict, publish the answers"
+    )
+    p.add_argument("--model-repository", type=Path, required=True)
+    p.add_argument("-m", "--model", required=True, help="the model to serve")
+    p.add_argument(
+        "--source", required=True, help="nats://HOST:PORT/SUBJECT or kafka://HOST:PORT/TOPIC"
+    )
+    p.add_argument("--sink", required=True, help="where answers go (same scheme as --source)")
+    p.add_argument(
+        "--max-inflight", type=int, default=64, help="messages pulled and not yet answered"
+    )
+    p.add_argument("--log-level", default="INFO")
+
+
+def _run_stream(args: argparse.Namespace) -> int:
+    from volley.errors import VolleyError
+    from volley.streamjob.worker import main as stream_main
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(
+            stream_main(
+                args.model_repository, args.model, args.source, args.sink, args.max_inflight
+            )
+        )
+    except VolleyError as exc:
+        print(f"volley stream: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _perf_parser(sub: Any) -> None:
     from volley_perf.cli import add_arguments
 
@@ -74,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _repo_parser(sub)
+    _stream_parser(sub)
     _perf_parser(sub)
     return parser
 
@@ -141,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_serve(args)
     if args.command == "repo":
         return _run_repo(args)
+    if args.command == "stream":
+        return _run_stream(args)
     if args.command == "perf":
         from volley_perf.cli import run
 

@@ -1,0 +1,1 @@
+"""``volley stream``: consume requests from a message broker, predict, publish the answers."""
