@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from volley.frontend.http.server import HttpFrontend
 from volley.memory.budget import parse_budgets
 from volley.memory.manager import MemoryManager
 from volley.serving.lifecycle import ModelManager
+from volley.serving.monitor import MonitorSettings, run_monitors
 from volley.serving.poller import RepositoryPoller
 from volley.serving.registry import Registry
 from volley.serving.service import InferenceService
@@ -99,7 +101,19 @@ class VolleyServer:
             memory=memory,
             pinned=frozenset(settings.pin_model),
             admit_wait_s=settings.model_load_timeout_secs,
+            monitoring=(
+                MonitorSettings(
+                    sample_rate=settings.monitor_sample_rate,
+                    window=settings.monitor_window,
+                    reference_rows=settings.monitor_reference_rows,
+                    psi_threshold=settings.drift_psi_threshold,
+                    outlier_quantile=settings.outlier_quantile,
+                )
+                if settings.monitor_sample_rate > 0
+                else None
+            ),
         )
+        self._monitor_task: asyncio.Task[None] | None = None
         self._poller: RepositoryPoller | None = None
         if settings.model_control_mode is ControlMode.POLL:
             self._poller = RepositoryPoller(
@@ -185,6 +199,10 @@ class VolleyServer:
         self.service.live = True
         if self._poller is not None:
             self._poller.start()
+        if self.settings.monitor_sample_rate > 0:
+            self._monitor_task = asyncio.get_running_loop().create_task(
+                run_monitors(self.service.monitors, 1.0), name="volley-monitors"
+            )
         log.info("serving gRPC on %s:%d", self.settings.grpc_address, self.port)
         return self.port
 
@@ -208,6 +226,10 @@ class VolleyServer:
         self.service.draining = True
         if self._poller is not None:
             await self._poller.stop()
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor_task
         grace = self.settings.exit_timeout_secs if grace is None else grace
         if self._http is not None:
             await asyncio.gather(self._grpc.stop(grace), self._http.stop(grace))

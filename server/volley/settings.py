@@ -197,6 +197,25 @@ class ServerSettings(BaseSettings):
     audit_log_queue_size: int = Field(
         10_000, ge=1, description="Records waiting for the sink before new ones are dropped."
     )
+    monitor_sample_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of requests whose inputs feed drift and outlier monitoring (0 = off).",
+    )
+    monitor_window: int = Field(500, ge=10, description="Live rows a drift score is taken over.")
+    monitor_reference_rows: int = Field(
+        1000,
+        ge=10,
+        description="Rows of the first requests taken as the reference when a model folder has "
+        "no reference.npz.",
+    )
+    drift_psi_threshold: float = Field(
+        0.2, gt=0, description="Population stability index above which an input has drifted."
+    )
+    outlier_quantile: float = Field(
+        0.999, gt=0.5, lt=1, description="Chi-square quantile beyond which a row is an outlier."
+    )
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
     use_uvloop: bool = Field(True, description="Run the event loop on uvloop when installed.")
 

@@ -36,6 +36,7 @@ from volley.memory.probe import Probes
 from volley.repository import layout, watcher
 from volley.repository.loader import LoadedConfig, load_model_config
 from volley.scheduler.batcher import DynamicBatcher
+from volley.serving.monitor import ModelMonitor, MonitorSettings
 from volley.serving.registry import ModelEntry, ModelState, ModelVersion, Registry
 from volley.telemetry.stats import ServerStats
 
@@ -100,6 +101,7 @@ class ModelManager:
         pinned: frozenset[str] = frozenset(),
         admit_wait_s: float = 60.0,
         probes: Probes | None = None,
+        monitoring: MonitorSettings | None = None,
     ) -> None:
         self.repositories = repositories
         self.registry = registry
@@ -127,6 +129,7 @@ class ModelManager:
         self._device_locks: dict[str, asyncio.Lock] = {}
         self._measure_lock = asyncio.Lock()
         self._probes = probes or Probes()
+        self._monitoring = monitoring
         self._loading: set[str] = set()
         self._on_demand: dict[str, asyncio.Future[None]] = {}
         #: Models being loaded again because requests wait for them.
@@ -274,6 +277,7 @@ class ModelManager:
             prev.name, prev.version, cfg.spec, files=prev.files, config_bytes=config_bytes
         )
         mv.stats = prev.stats
+        mv.monitor = prev.monitor
         mv.loaded = prev.loaded
         batcher = DynamicBatcher(mv.spec, mv.loaded.instances, mv.stats, self._inline_execution_us)
         batcher.start()
@@ -374,6 +378,10 @@ class ModelManager:
             "model '%s' version %d holds %s on %s", mv.name, mv.version, format_bytes(size), device
         )
         mv.stats.memory_bytes.update(mv.loaded.memory_bytes)
+        if self._monitoring is not None:
+            mv.monitor = ModelMonitor(
+                mv.name, mv.version, self._monitoring, model_dir / "reference.npz"
+            )
         batcher = DynamicBatcher(mv.spec, mv.loaded.instances, mv.stats, self._inline_execution_us)
         batcher.start()
         mv.scheduler = batcher

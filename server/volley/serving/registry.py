@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from volley.backends.base import LoadedModel
 from volley.errors import InvalidArgument, NotFound, Unavailable
 from volley.model.spec import ModelSpec
 from volley.scheduler.base import Scheduler
 from volley.telemetry.stats import ModelStats
+
+if TYPE_CHECKING:
+    from volley.serving.monitor import ModelMonitor
 
 
 class ModelState(enum.Enum):
@@ -38,6 +42,8 @@ class ModelVersion:
     unloaded: bool = False
     #: True when unloaded to make room; a request for it loads it again.
     evicted: bool = False
+    #: Drift and outlier monitoring of its inputs, when enabled.
+    monitor: ModelMonitor | None = None
     loaded: LoadedModel | None = None
     scheduler: Scheduler | None = None
     #: The version folder's files when it was loaded (path, size, mtime).

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from volley._proto.inference import model_config_pb2 as mc
 from volley.errors import (
@@ -27,6 +27,7 @@ from volley.errors import (
 from volley.repository.config_io import parse_json
 from volley.serving import codec
 from volley.serving.lifecycle import ModelManager
+from volley.serving.monitor import ModelMonitor
 from volley.serving.registry import ModelState, ModelVersion, Registry
 from volley.serving.types import (
     IndexEntry,
@@ -260,6 +261,8 @@ class InferenceService:
         if scheduler is None:
             raise Unavailable(f"'{mv.name}' version {mv.version} is not at ready state")
         decoded = codec.decode(request, mv.spec)
+        if mv.monitor is not None:
+            mv.monitor.observe(decoded.request.inputs)
         try:
             outputs = await scheduler.infer(decoded.request)
         except Unavailable:
@@ -315,9 +318,40 @@ class InferenceService:
         for entry in self.registry.entries():
             for mv in entry.versions.values():
                 scheduler = mv.scheduler
-                if scheduler is not None:
-                    out.append(ModelSnapshot(mv.stats, scheduler.queued, scheduler.pending))
+                if scheduler is None:
+                    continue
+                snapshot = ModelSnapshot(mv.stats, scheduler.queued, scheduler.pending)
+                monitor = mv.monitor
+                if monitor is not None:
+                    snapshot.drift = {n: r["psi"] for n, r in monitor.reports.items()}
+                    snapshot.monitored_rows, snapshot.outliers = monitor.rows, monitor.outliers
+                out.append(snapshot)
         return out
+
+    def monitors(self) -> list[ModelMonitor]:
+        """The monitors of every READY version."""
+        return [
+            mv.monitor
+            for entry in self.registry.entries()
+            for mv in entry.versions.values()
+            if mv.monitor is not None and mv.ready
+        ]
+
+    def monitoring(self, name: str) -> dict[str, Any]:
+        """The drift and outlier view of a model's READY versions."""
+        entry = self.registry.get(name)
+        if entry is None:
+            raise NotFound(f"Request for unknown model: '{name}' is not found")
+        views = [
+            mv.monitor.view()
+            for _, mv in sorted(entry.versions.items())
+            if mv.monitor is not None and mv.ready
+        ]
+        if not views:
+            raise Unavailable(
+                f"model '{name}' is not monitored (start the server with --monitor-sample-rate)"
+            )
+        return {"model": name, "versions": views}
 
     # -- statistics and repository ------------------------------------------------------------
     def statistics(self, name: str, version: str) -> list[ModelStats]:

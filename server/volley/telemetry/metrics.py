@@ -23,7 +23,7 @@ from volley.telemetry.stats import FAILURE_REASONS, Histogram, ModelStats, Serve
 log = logging.getLogger("volley.telemetry")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ModelSnapshot:
     """One served model version at scrape time."""
 
@@ -32,6 +32,11 @@ class ModelSnapshot:
     queued: int
     #: Requests accepted and not yet answered (queued or executing).
     pending: int
+    #: Latest drift score (population stability index) by input, when monitored.
+    drift: dict[str, float] | None = None
+    #: Rows monitored and outliers flagged, when monitored.
+    monitored_rows: int = 0
+    outliers: int = 0
 
 
 def _family(name: str, doc: str, kind: str) -> Metric:
@@ -102,6 +107,11 @@ class VolleyCollector(Collector):
             "volley_compute_duration_seconds", "Duration of one model execution", "histogram"
         )
         batch_h = _family("volley_batch_size", "Rows per model execution", "histogram")
+        drift = _family(
+            "volley_drift_score", "Population stability index of an input's live window", "gauge"
+        )
+        outliers = _family("volley_outliers", "Input rows flagged as outliers", "counter")
+        monitored = _family("volley_monitored_rows", "Input rows monitored", "counter")
         for snap in snapshots:
             s = snap.stats
             labels = {"model": s.name, "version": str(s.version)}
@@ -133,8 +143,14 @@ class VolleyCollector(Collector):
             _histogram(queue_h, labels, s.queue_hist, 1e-9)
             _histogram(compute_h, labels, s.compute_hist, 1e-9)
             _histogram(batch_h, labels, s.batch_hist)
+            if snap.drift is not None:
+                for name, score in sorted(snap.drift.items()):
+                    drift.add_sample(drift.name, {**labels, "input": name}, score)
+                outliers.add_sample(outliers.name + "_total", labels, float(snap.outliers))
+                monitored.add_sample(monitored.name + "_total", labels, float(snap.monitored_rows))
         yield from families.values()
         yield from (pending, depth, memory, request_h, queue_h, compute_h, batch_h)
+        yield from (drift, outliers, monitored)
         yield from self._server_families()
 
     def _server_families(self) -> Iterator[Metric]:

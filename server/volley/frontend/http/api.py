@@ -28,7 +28,7 @@ _monotonic_ns = time.monotonic_ns
 
 _MODEL = re.compile(
     r"/v2/models/([^/]+)(?:/versions/([^/]+))?"
-    r"(?:/(infer|ready|config|stats|generate|generate_stream|trace/setting))?"
+    r"(?:/(infer|ready|config|stats|monitoring|generate|generate_stream|trace/setting))?"
 )
 _REPOSITORY = re.compile(r"/v2/repository(?:/([^/]+))?/(?:(index)|models/([^/]+)/(load|unload))")
 _SHARED_MEMORY = re.compile(
@@ -142,6 +142,8 @@ class HttpApi:
             return Reply(200) if ready else error_reply(400, "Model version not ready")
         if kind == "config":
             return json_reply(convert.config_to_json(service.model_config(name, version)))
+        if kind == "monitoring":
+            return json_reply(service.monitoring(name))
         return self._stats(name, version)
 
     def _stats(self, name: str, version: str) -> Reply:
