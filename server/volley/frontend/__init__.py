@@ -1,1 +1,1 @@
-"""Transports over the ``InferenceService``: gRPC today."""
+"""Transports over the ``InferenceService``: gRPC (two servers) and KServe v2 REST."""
