@@ -16,7 +16,7 @@ from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from onnx_models import write_matmul_chain
 from server_process import ServerProcess
 
-ROWS, WIDTH, LAYERS = 256, 512, 12
+ROWS, WIDTH, LAYERS = 256, 512, 48
 
 
 def slow_repository(root: Path) -> Path:
@@ -42,9 +42,11 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         started = time.monotonic()
         stub.ModelInfer(request, timeout=30)
         one_call = time.monotonic() - started
-        with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(stub.ModelInfer, request, timeout=60) for _ in range(4)]
-            time.sleep(min(one_call / 2, 0.2))
+        with ThreadPoolExecutor(6) as pool:
+            # six calls on two instances take three rounds: the signal lands in the second,
+            # long after all six have arrived, even on a loaded machine
+            futures = [pool.submit(stub.ModelInfer, request, timeout=60) for _ in range(6)]
+            time.sleep(min(one_call * 1.5, 2.0))
             server.proc.send_signal(signal.SIGTERM)
             responses = [f.result() for f in futures]
         for response in responses:
