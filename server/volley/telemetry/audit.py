@@ -311,8 +311,8 @@ class AuditLog:
                 records.append(queue.get_nowait())
             self._writing = True
             try:
-                payload = [record_json(r, self._max_bytes) for r in records]
-                await loop.run_in_executor(None, self._sink.write, payload)
+                # JSON and I/O on a worker thread: the loop only hands records over
+                await loop.run_in_executor(None, self._write, records)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -322,6 +322,9 @@ class AuditLog:
                 self.counts["written"] += len(records)
             finally:
                 self._writing = False
+
+    def _write(self, records: list[AuditRecord]) -> None:
+        self._sink.write([record_json(r, self._max_bytes) for r in records])
 
     async def stop(self, flush_s: float = 2.0) -> None:
         """Write what is queued (up to ``flush_s``), then close the sink."""
