@@ -49,7 +49,11 @@ def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a model repository over gRPC (KServe v2 protocol)")
     for name, info in ServerSettings.model_fields.items():
         _add_setting(p, name, info.annotation, info.description or "")
-    p.add_argument("--port-file", type=Path, help="write the bound gRPC port (and the HTTP port on a second line) to this file")
+    p.add_argument(
+        "--port-file",
+        type=Path,
+        help="write the bound gRPC port (and the HTTP port on a second line) to this file",
+    )
 
 
 def _repo_parser(sub: Any) -> None:
