@@ -4,7 +4,7 @@ One run measures, on the 256->1024->1024->16 MLP (1 instance, 1 ORT thread,
 ``max_queue_delay`` 500 µs), with batch-1 requests from ``volley perf``:
 
 * unary ``ModelInfer`` at concurrency 64 and at concurrency 1, and
-* ``ModelStreamInfer`` at concurrency 64 (``volley perf --streaming``: one stream per slot),
+* ``ModelStreamInfer`` at concurrency 64 (64 streams, one request in flight on each),
 
 for ``--grpc-transport native`` and ``--grpc-transport grpcio``: server CPU µs per request (from
 ``/proc/<pid>/stat``, all threads), throughput, p50/p99 and errors. The in-process limit is the
@@ -63,6 +63,55 @@ def perf(server: ServerProcess, concurrency: int, count: int, extra: list[str]) 
     }
 
 
+def stream_driver(server: ServerProcess, streams: int, count: int) -> dict[str, Any]:
+    """``ModelStreamInfer`` at ``streams`` concurrent streams, each one request in flight."""
+    code = f"""
+import asyncio, sys, time
+import grpc, numpy as np
+from volley._proto.inference import grpc_service_pb2 as pb
+from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
+import uvloop
+req = pb.ModelInferRequest(model_name="dense")
+req.inputs.add(name="INPUT", datatype="FP32", shape=[1, 256])
+req.raw_input_contents.append(np.ones((1, 256), np.float32).tobytes())
+async def main():
+    async with grpc.aio.insecure_channel("{server.url}") as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        per = {count} // {streams}
+        lat = []
+        async def one():
+            call = stub.ModelStreamInfer()
+            for _ in range(per):
+                t = time.monotonic()
+                await call.write(req)
+                r = await call.read()
+                assert not r.error_message, r.error_message
+                lat.append(time.monotonic() - t)
+            await call.done_writing()
+        t0 = time.monotonic()
+        await asyncio.gather(*(one() for _ in range({streams})))
+        el = time.monotonic() - t0
+        lat.sort()
+        print(len(lat) / el, lat[len(lat) // 2] * 1e6, lat[int(len(lat) * 0.99)] * 1e6)
+uvloop.run(main())
+"""
+    n0, cpu0 = served(server.url, "dense"), cpu_seconds(server.proc.pid)
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.split()
+    cpu1, n1 = cpu_seconds(server.proc.pid), served(server.url, "dense")
+    return {
+        "concurrency": streams,
+        "requests_per_s": float(out[0]),
+        "p50_us": float(out[1]),
+        "p99_us": float(out[2]),
+        "errors": 0,
+        "server_requests": n1 - n0,
+        "server_cpu_us_per_request": 1e6 * (cpu1 - cpu0) / (n1 - n0),
+        "client_cpu_us_per_request": float("nan"),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000, help="requests per c=64 window")
@@ -83,7 +132,7 @@ def main() -> int:
                     "unary_c1": perf(server, 1, max(args.requests // 4, 200), []),
                 }
                 if not args.no_streaming:
-                    row["stream_c64"] = perf(server, 64, args.requests, ["--streaming"])
+                    row["stream_c64"] = stream_driver(server, 64, args.requests)
             finally:
                 server.stop()
             results[transport] = row
