@@ -12,6 +12,7 @@ from volley.errors import ConfigError
 from volley.model import dtypes
 from volley.model.spec import ModelSpec
 from volley.model.tensors import from_raw
+from volley.repository.layout import inside
 
 
 def sample_inputs(
@@ -29,6 +30,12 @@ def sample_inputs(
         kind = item.WhichOneof("input_data_type")
         if kind == "input_data_file":
             path = model_dir / "warmup" / item.input_data_file
+            if not inside(path, model_dir / "warmup"):
+                raise ConfigError(
+                    f"warmup '{sample.name}': input_data_file '{item.input_data_file}' points "
+                    "outside the model's warmup directory",
+                    hint="put warmup data files in <model>/warmup/",
+                )
             try:
                 array = from_raw(datatype, dims, path.read_bytes(), name)
             except OSError as exc:

@@ -145,6 +145,8 @@ class ModelSpec:
         inputs = tuple(_tensor(t, is_input=True) for t in config.input)
         outputs = tuple(_tensor(t, is_input=False) for t in config.output)
         batching = None
+        if config.HasField("dynamic_batching"):
+            _check_bounds(config.dynamic_batching)
         if config.HasField("dynamic_batching") and config.max_batch_size > 0:
             db = config.dynamic_batching
             preferred = tuple(sorted(int(s) for s in db.preferred_batch_size)) or (
@@ -185,6 +187,30 @@ class ModelSpec:
             cpu_accelerators=tuple(_accel(a) for a in accel.cpu_execution_accelerator),
             config=config,
         )
+
+
+#: Largest ``max_queue_delay_microseconds`` accepted (one hour).
+MAX_QUEUE_DELAY_US = 3_600_000_000
+#: Largest queue timeout accepted (30 days; the batching core counts nanoseconds in 64 bits).
+MAX_TIMEOUT_US = 30 * 86_400_000_000
+
+
+def _check_bounds(db: mc.ModelDynamicBatching) -> None:
+    if db.max_queue_delay_microseconds > MAX_QUEUE_DELAY_US:
+        raise ConfigError(
+            f"dynamic_batching.max_queue_delay_microseconds is {db.max_queue_delay_microseconds}, "
+            f"more than the limit of {MAX_QUEUE_DELAY_US} (one hour)",
+            hint="a queue delay is microseconds to a few milliseconds",
+        )
+    policies = [db.default_queue_policy, *db.priority_queue_policy.values()]
+    for policy in policies:
+        if policy.default_timeout_microseconds > MAX_TIMEOUT_US:
+            raise ConfigError(
+                f"queue policy default_timeout_microseconds is "
+                f"{policy.default_timeout_microseconds}, more than the limit of {MAX_TIMEOUT_US} "
+                "(30 days)",
+                hint="use 0 for no timeout",
+            )
 
 
 def _tensor(t: mc.ModelInput | mc.ModelOutput, *, is_input: bool) -> TensorSpec:

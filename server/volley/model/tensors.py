@@ -17,9 +17,15 @@ _LEN = struct.Struct("<I")
 
 def deserialize_bytes(raw: bytes | memoryview, count: int, name: str) -> np.ndarray:
     """Parse ``count`` elements framed with a 4-byte little-endian length into an object array."""
-    out = np.empty(count, dtype=object)
     view = memoryview(raw)
     size = len(view)
+    if count * 4 > size:
+        # checked before anything is allocated: each element needs at least its length prefix
+        raise InvalidArgument(
+            f"input '{name}': {count} BYTES elements need at least {count * 4} bytes "
+            f"(a 4-byte length prefix each), got {size}"
+        )
+    out = np.empty(count, dtype=object)
     pos = 0
     for i in range(count):
         if pos + 4 > size:

@@ -69,9 +69,19 @@ def read_config(model_dir: Path) -> tuple[mc.ModelConfig, Path | None]:
     return load_config_file(path), path
 
 
+#: The largest configuration file read (a model configuration is a few KiB).
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def load_config_file(path: Path) -> mc.ModelConfig:
     """Parse one configuration file; the format follows its suffix."""
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"configuration file is larger than {MAX_CONFIG_BYTES // 1024} KiB",
+                path=str(path),
+                hint="a model configuration is a few KiB; check that this is the right file",
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
@@ -113,8 +123,16 @@ def parse_pbtxt(text: str, *, path: str = "<config>") -> mc.ModelConfig:
 
 
 def parse_yaml(text: str, *, path: str = "<config>") -> mc.ModelConfig:
-    """Parse a YAML document with the ``ModelConfig`` schema."""
+    """Parse a YAML document with the ``ModelConfig`` schema (anchors and aliases refused:
+    a few lines of aliases can expand into billions of nodes)."""
     try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(
+                    "YAML aliases (*name) are not accepted in a model configuration",
+                    path=path,
+                    hint="write the values out in full",
+                )
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -136,6 +154,10 @@ def parse_json(text: str, *, path: str = "<config>") -> mc.ModelConfig:
             path=path,
             hint="fix the JSON syntax",
         ) from exc
+    except RecursionError as exc:
+        raise ConfigError(
+            "JSON nested too deeply", path=path, hint="a model configuration is a few levels deep"
+        ) from exc
     return parse_mapping(data, path=path)
 
 
@@ -155,6 +177,8 @@ def parse_mapping(data: object, *, path: str = "<config>") -> mc.ModelConfig:
         )
     try:
         json_format.ParseDict(_string_keys(data), config)
+    except RecursionError as exc:
+        raise ConfigError("configuration nested too deeply", path=path, hint=_MAPPING_HINT) from exc
     except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"invalid configuration: {exc}", path=path, hint=_MAPPING_HINT) from exc
     return config

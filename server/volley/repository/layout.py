@@ -98,6 +98,12 @@ def model_file(version_dir: Path, backend: str, default_model_filename: str = ""
     if not filename:
         return None
     candidate = version_dir / filename
+    if not inside(candidate, version_dir):
+        raise ConfigError(
+            f"default_model_filename '{filename}' points outside the version directory",
+            path=str(version_dir),
+            hint="name a file inside the version directory, e.g. model.onnx",
+        )
     if candidate.is_file():
         return candidate
     if backend == "onnxruntime" and candidate.is_dir():
@@ -105,3 +111,12 @@ def model_file(version_dir: Path, backend: str, default_model_filename: str = ""
         if inner.is_file():
             return inner
     return None
+
+
+def inside(path: Path, directory: Path) -> bool:
+    """True when ``path`` (symbolic links resolved) lies inside ``directory``."""
+    try:
+        path.resolve().relative_to(directory.resolve())
+    except (ValueError, OSError):
+        return False
+    return True

@@ -14,6 +14,9 @@ from volley.scheduler.request import InferRequest
 
 #: Distinct shapes remembered before the table is cleared (keys are never reused).
 _MAX_SHAPE_KEYS = 4096
+#: Queue bound of a model whose configuration sets none (``max_queue_size: 0`` or no
+#: ``dynamic_batching``): a full queue answers UNAVAILABLE instead of growing without limit.
+DEFAULT_MAX_QUEUE_SIZE = 1024
 
 
 class QueueSettings:
@@ -24,7 +27,7 @@ class QueueSettings:
         self._batching = batching
         self._policies: tuple[QueuePolicy, ...] = ()
         if batching is None:
-            self.queue = core.BatchQueue(1, (1,), 0, 0, (0,), (False,))
+            self.queue = core.BatchQueue(1, (1,), 0, 0, (DEFAULT_MAX_QUEUE_SIZE,), (False,))
         else:
             levels = batching.priority_levels
             policies = (
@@ -38,7 +41,7 @@ class QueueSettings:
                 batching.preferred_batch_sizes,
                 batching.max_queue_delay_us * 1000,
                 levels,
-                [p.max_queue_size for p in policies],
+                [p.max_queue_size or DEFAULT_MAX_QUEUE_SIZE for p in policies],
                 [p.delay_on_timeout for p in policies],
             )
         self._keys: dict[Hashable, int] = {}

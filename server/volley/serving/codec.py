@@ -176,6 +176,10 @@ def _request_parameters(parameters: dict[str, ParamValue]) -> tuple[int, int]:
 def _requested_outputs(requested: list[RequestedOutput], spec: ModelSpec) -> list[str]:
     names: list[str] = []
     for out in requested:
+        if out.name in names:
+            raise InvalidArgument(
+                f"output '{out.name}' is requested more than once for model '{spec.name}'"
+            )
         if out.name not in spec.output_by_name:
             raise InvalidArgument(
                 f"unexpected inference output '{out.name}' for model '{spec.name}'; it has "

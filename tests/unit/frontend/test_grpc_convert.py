@@ -108,7 +108,7 @@ def test_bytes_framing_matches_the_protocol_example() -> None:
     [
         (bytes.fromhex("0500000068"), "declares 5 bytes"),
         (bytes.fromhex("020000006869ff"), "trailing"),
-        (bytes.fromhex("0200"), "ends after"),
+        (bytes.fromhex("0200"), "need at least"),
     ],
 )
 def test_malformed_bytes_are_rejected(raw: bytes, fragment: str) -> None:
