@@ -47,6 +47,13 @@ class Backend(abc.ABC):
     def load(self, spec: ModelSpec, model_path: Path) -> LoadedModel:
         """Load ``model_path`` as ``spec.instance_count`` instances. Blocking."""
 
+    def check_input(self, name: str, datatype: str, array: np.ndarray) -> None:  # noqa: B027
+        """Raise InvalidArgument when one request's input cannot run on this backend.
+
+        Called for each request before it is queued, so a bad input fails its own request and
+        never the batch it would have joined.
+        """
+
     def read_signature(self, model_path: Path) -> ModelIO | None:
         """The file's input/output signature for auto-complete; None if it cannot be read."""
         return None

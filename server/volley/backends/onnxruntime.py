@@ -211,6 +211,20 @@ class OnnxRuntimeBackend(Backend):
         log.info("loaded %s with %d instance(s)", model_path, len(instances))
         return LoadedModel(instances=instances, memory_bytes=memory)
 
+    def check_input(self, name: str, datatype: str, array: np.ndarray) -> None:
+        """ONNX string tensors hold text: every BYTES element must be UTF-8."""
+        if datatype != "BYTES":
+            return
+        for i, item in enumerate(array.reshape(-1)):
+            if isinstance(item, bytes):
+                try:
+                    item.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InvalidArgument(
+                        f"input '{name}': ONNX string tensors need UTF-8 text, element {i} is "
+                        f"not ({exc.reason} at byte {exc.start})"
+                    ) from exc
+
     def read_signature(self, model_path: Path) -> ModelIO:
         return read_onnx_io(_model_file(model_path))
 

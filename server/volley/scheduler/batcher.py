@@ -36,7 +36,16 @@ _WARM_EXECUTIONS = 8
 class _Batch:
     """One formed batch on its way through an instance (and, if ordered, the release queue)."""
 
-    __slots__ = ("error", "futures", "instance", "outputs", "requests", "start_ns", "timings")
+    __slots__ = (
+        "error",
+        "errors",
+        "futures",
+        "instance",
+        "outputs",
+        "requests",
+        "start_ns",
+        "timings",
+    )
 
     def __init__(
         self,
@@ -50,6 +59,8 @@ class _Batch:
         self.start_ns = _now()
         self.outputs: list[Outputs] | None = None
         self.error: BaseException | None = None
+        #: Per request, when the batch failed and its requests were rerun one by one.
+        self.errors: list[BaseException | None] | None = None
         self.timings = (0, 0, 0)
 
 
@@ -227,16 +238,29 @@ class DynamicBatcher:
         if self._wake is not None:
             self._wake.set()
 
+    def _failure(self, error: BaseException) -> BaseException:
+        if isinstance(error, VolleyError):
+            return error
+        log.error("model '%s' failed to execute a batch", self._name, exc_info=error)
+        return Internal(f"model '{self._name}' failed to execute the request")
+
     def _resolve(self, batch: _Batch) -> None:
         if batch.error is not None:
-            error = batch.error
-            if not isinstance(error, VolleyError):
-                log.error("model '%s' failed to execute a batch", self._name, exc_info=error)
-                error = Internal(f"model '{self._name}' failed to execute the request")
+            error = self._failure(batch.error)
             for future in batch.futures:
                 if not future.done():
                     future.set_exception(error)
             return
+        if batch.errors is not None:
+            log.warning(
+                "model '%s': a batch of %d requests failed; rerun one by one, %d failed",
+                self._name,
+                len(batch.requests),
+                sum(e is not None for e in batch.errors),
+            )
+            for future, culprit in zip(batch.futures, batch.errors, strict=True):
+                if culprit is not None and not future.done():
+                    future.set_exception(self._failure(culprit))
         assert batch.outputs is not None
         input_ns, infer_ns, output_ns = batch.timings
         stats = self._stats
@@ -244,13 +268,15 @@ class DynamicBatcher:
         for request, future, outputs in zip(
             batch.requests, batch.futures, batch.outputs, strict=True
         ):
+            if future.done():
+                continue
             rows += request.rows
             stats.record_request(
                 request.rows, batch.start_ns - request.arrival_ns, input_ns, infer_ns, output_ns
             )
-            if not future.done():
-                future.set_result(outputs)
-        stats.record_execution(rows, input_ns, infer_ns, output_ns)
+            future.set_result(outputs)
+        if rows:
+            stats.record_execution(rows, input_ns, infer_ns, output_ns)
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new requests and wait until every accepted one, queued ones included, is
@@ -290,7 +316,26 @@ def _run_batch(batch: _Batch) -> None:
         batch.outputs = _split(outputs, batch.requests)
         batch.timings = (t1 - t0, t2 - t1, _now() - t2)
     except Exception as exc:
-        batch.error = exc
+        if len(batch.requests) == 1:
+            batch.error = exc
+            return
+        _isolate(batch)
+
+
+def _isolate(batch: _Batch) -> None:
+    """A batch of several requests failed: run each alone, so only the culprits fail."""
+    t0 = _now()
+    outputs: list[Outputs] = []
+    errors: list[BaseException | None] = []
+    for request in batch.requests:
+        try:
+            outputs.append(batch.instance.execute(request.inputs))
+            errors.append(None)
+        except Exception as exc:
+            outputs.append({})
+            errors.append(exc)
+    batch.outputs, batch.errors = outputs, errors
+    batch.timings = (0, _now() - t0, 0)
 
 
 def _gather(requests: list[InferRequest]) -> dict[str, np.ndarray]:

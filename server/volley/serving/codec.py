@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from volley.backends import get_backend
+from volley.backends.base import Backend
 from volley.errors import InvalidArgument, Unimplemented
 from volley.model import tensors
 from volley.model.spec import ModelSpec, TensorSpec
@@ -26,6 +28,16 @@ _RESERVED = frozenset(
     ("sequence_id", "sequence_start", "sequence_end", "headers", "binary_data_output")
 )
 _SHM_KEYS = ("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size")
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def _backend(name: str) -> Backend:
+    backend = _BACKENDS.get(name)
+    if backend is None:
+        backend = _BACKENDS[name] = get_backend(name)
+    return backend
 
 
 @dataclass(slots=True)
@@ -88,6 +100,8 @@ def decode(req: InferenceRequest, spec: ModelSpec) -> Decoded:
             arrays[name] = tensors.from_values(ts.datatype, shape, tensor.values, name)
         else:
             raise InvalidArgument(f"unable to find data for input tensor '{name}' in the request")
+        if ts.datatype == "BYTES":
+            _backend(spec.backend).check_input(name, ts.datatype, arrays[name])
         key.append(name)
         key.extend(shape[1:] if max_batch > 0 else shape)
     priority, timeout_us = _request_parameters(req.parameters) if req.parameters else (0, 0)
