@@ -73,6 +73,7 @@ class DynamicBatcher:
         instances: list[ModelInstance],
         stats: ModelStats,
         inline_threshold_us: int = 0,
+        stop_timeout_s: float = 30.0,
     ) -> None:
         self._spec = spec
         self._name = spec.name
@@ -84,6 +85,8 @@ class DynamicBatcher:
         self._queue = self._settings.queue
         self._ordered = batching is not None and batching.preserve_ordering
         self._release: deque[_Batch] = deque()
+        #: Batches handed to an instance and not yet completed.
+        self._executing: set[_Batch] = set()
         self._pending: dict[int, tuple[InferRequest, asyncio.Future[Outputs]]] = {}
         self._next_rid = 0
         self._running = 0
@@ -95,6 +98,7 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._draining = False
+        self._stop_timeout_s = stop_timeout_s
         # Batches whose execution takes less than a thread hand-off costs run on the loop.
         self._inline_threshold_ns = inline_threshold_us * 1000
         self._avg_infer_ns = 0.0
@@ -197,10 +201,11 @@ class DynamicBatcher:
         if not requests:
             return
         batch = _Batch(requests, futures, self._free.pop())
+        self._executing.add(batch)
         self._running += len(requests)
         if self._ordered:
             self._release.append(batch)
-        if self._inline:
+        if self._inline and _nbytes(requests) <= _INLINE_MAX_BYTES:
             _run_batch(batch)
             self._complete(batch)
         else:
@@ -220,6 +225,7 @@ class DynamicBatcher:
 
     # -- back on the loop: one callback per batch -------------------------------------------------
     def _complete(self, batch: _Batch) -> None:
+        self._executing.discard(batch)
         infer_ns = batch.timings[1]
         if self._executions < _WARM_EXECUTIONS:
             self._avg_infer_ns += (infer_ns - self._avg_infer_ns) / (self._executions + 1)
@@ -300,9 +306,32 @@ class DynamicBatcher:
             if not future.done():
                 future.set_exception(Unavailable(f"model '{self._name}' was unloaded"))
         self._pending.clear()
-        while self._running:
+        deadline = time.monotonic() + self._stop_timeout_s
+        while self._running and time.monotonic() < deadline:
             await asyncio.sleep(0.002)
+        if self._running:
+            # a backend call that never returns must not hang unloads or shutdown
+            log.error(
+                "model '%s': %d request(s) still executing after %.0fs; abandoning them",
+                self._name,
+                self._running,
+                self._stop_timeout_s,
+            )
+            for batch in self._executing:
+                for future in batch.futures:
+                    if not future.done():
+                        future.set_exception(Unavailable(f"model '{self._name}' was unloaded"))
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            return
         self._pool.shutdown(wait=True)
+
+
+#: A batch with more input bytes than this never runs on the loop, however fast the model.
+_INLINE_MAX_BYTES = 1 << 20
+
+
+def _nbytes(requests: list[InferRequest]) -> int:
+    return sum(a.nbytes for r in requests for a in r.inputs.values())
 
 
 def _run_batch(batch: _Batch) -> None:

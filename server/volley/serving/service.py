@@ -59,6 +59,14 @@ class StreamResult(Generic[T]):
     error: BaseException | None = None
 
 
+#: Requests carrying more raw bytes than this are decoded on a worker thread.
+_DECODE_OFF_LOOP_BYTES = 4 << 20
+
+
+def _raw_bytes(request: InferenceRequest) -> int:
+    return sum(len(t.raw) for t in request.inputs if t.raw is not None)
+
+
 def _status_of(exc: BaseException) -> tuple[str, str]:
     """A status name and client-facing message for the audit log."""
     if isinstance(exc, VolleyError):
@@ -260,7 +268,11 @@ class InferenceService:
         scheduler = mv.scheduler
         if scheduler is None:
             raise Unavailable(f"'{mv.name}' version {mv.version} is not at ready state")
-        decoded = codec.decode(request, mv.spec)
+        if _raw_bytes(request) > _DECODE_OFF_LOOP_BYTES:
+            # a huge request (BYTES parsing, copies) must not stall every other call
+            decoded = await asyncio.to_thread(codec.decode, request, mv.spec)
+        else:
+            decoded = codec.decode(request, mv.spec)
         if mv.monitor is not None:
             mv.monitor.observe(decoded.request.inputs)
         try:

@@ -69,3 +69,32 @@ async def test_only_the_culprit_fails(poison: float) -> None:
             assert isinstance(result, dict)
             np.testing.assert_array_equal(result["Y"], [[value * 2, value * 2]])
     assert stats.inference_count == 3
+
+
+class Hung(ModelInstance):
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+
+    def execute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.release.wait(30)
+        return {"Y": inputs["X"]}
+
+
+async def test_a_hung_backend_does_not_hang_stop() -> None:
+    import time
+
+    from volley.errors import Unavailable
+
+    instance = Hung()
+    batcher = DynamicBatcher(SPEC, [instance], ModelStats("m", 1), stop_timeout_s=0.3)
+    batcher.start()
+    call = asyncio.ensure_future(batcher.infer(request(1.0)))
+    await asyncio.sleep(0.4)  # the batch is executing (its delay has passed)
+    started = time.monotonic()
+    await batcher.stop()
+    assert time.monotonic() - started < 2
+    with pytest.raises(Unavailable, match="unloaded"):
+        await call
+    instance.release.set()
