@@ -91,8 +91,9 @@ async def test_open_loop_follows_the_schedule() -> None:
     result = await _worker(call).run(plan)
     assert result.sent == result.ok == 40
     span = call.sent_at[-1] - call.sent_at[0]
-    assert span == pytest.approx(39 / 200, rel=0.25)
-    assert result.delayed <= 4
+    # bounds wide enough for a loaded 2-core machine, narrow enough to catch a closed loop
+    assert span == pytest.approx(39 / 200, rel=0.5)
+    assert result.delayed <= 12
 
 
 async def test_open_loop_reports_when_it_cannot_keep_up() -> None:
