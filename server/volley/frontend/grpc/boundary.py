@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from volley.errors import Status, VolleyError
+from volley.errors import InvalidArgument, Status, VolleyError
 from volley.frontend.grpc import restriction
 
 log = logging.getLogger("volley.frontend")
@@ -18,6 +19,34 @@ log = logging.getLogger("volley.frontend")
 T = TypeVar("T")
 
 _CODES: dict[Status, grpc.StatusCode] = {s: grpc.StatusCode[s.value] for s in Status}
+
+
+class Malformed:
+    """What a deserializer hands on for bytes that are not the method's message."""
+
+    __slots__ = ("error", "message")
+
+    def __init__(self, message: str, error: str) -> None:
+        self.message = message
+        self.error = error
+
+    def problem(self) -> InvalidArgument:
+        """The error the call is answered with."""
+        return InvalidArgument(f"malformed {self.message} message: {self.error}")
+
+
+def lenient(cls: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that returns ``Malformed`` instead of raising."""
+    parse = cls.FromString
+    name = cls.DESCRIPTOR.name
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Malformed(name, str(exc) or "not a protobuf message")
+
+    return deserialize
 
 
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -46,6 +75,8 @@ def guarded(group: str) -> Callable[[Handler[T]], Handler[T]]:
             try:
                 if self.restrictions:
                     restriction.check(self.restrictions, group, context)
+                if type(request) is Malformed:
+                    raise request.problem()
                 return await method(self, request, context)
             except Exception as exc:
                 code, message = to_status(exc)

@@ -40,6 +40,8 @@ _ALL_FIELDS = tuple(sorted(set(CONTENTS_FIELD.values())))
 
 def request_from_pb(msg: pb.ModelInferRequest, arrival_ns: int) -> InferenceRequest:
     """A ``ModelInferRequest`` as the service's request; raw contents are not copied."""
+    if type(msg) is not pb.ModelInferRequest:
+        raise msg.problem()  # a Malformed message from the lenient deserializer
     # Slices ([:]) of repeated fields are several times cheaper than iterating them.
     specs = msg.inputs[:]
     raws = msg.raw_input_contents[:] if msg.raw_input_contents else None

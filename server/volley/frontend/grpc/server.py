@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from volley._proto.inference import grpc_service_pb2 as pb
-from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from volley.errors import VolleyError
+from volley.frontend.grpc.boundary import lenient
 from volley.frontend.grpc.health import HealthServicer
 from volley.frontend.grpc.servicer import InferenceServicer
 from volley.frontend.grpc.transport import choose, create_server
@@ -60,6 +61,33 @@ class GrpcOptions:
     channel_args: tuple[tuple[str, int], ...] = ()
 
 
+def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Register every RPC of ``GRPCInferenceService``, as the generated code does, but with
+    deserializers that never fail: bytes that are not the method's message reach the
+    servicer as ``Malformed`` and are answered INVALID_ARGUMENT by the error boundary."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        behaviour = getattr(servicer, method.name)
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if method.client_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            behaviour,
+            request_deserializer=lenient(request_cls),
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    registered: Any = server  # grpcio >= 1.63 API, absent from its stubs
+    registered.add_registered_method_handlers(service.full_name, handlers)
+
+
 class GrpcFrontend:
     """The gRPC transport over one ``InferenceService``, on the native server or grpcio's."""
 
@@ -87,9 +115,7 @@ class GrpcFrontend:
                 *options.channel_args,
             ],
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self._service, options.restrictions), server
-        )
+        add_inference_service(InferenceServicer(self._service, options.restrictions), server)
         health_pb2_grpc.add_HealthServicer_to_server(
             HealthServicer(self._service.server_ready, options.restrictions), server
         )
