@@ -65,3 +65,19 @@ async def test_odd_version_strings_are_invalid_arguments(
                 await stub.ModelReady(pb.ModelReadyRequest(name="simple", version=version))
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_load_errors_name_no_absolute_paths(example_repo: Path) -> None:
+    broken = example_repo / "broken" / "1"
+    broken.mkdir(parents=True)
+    import onnx
+
+    from onnx_models import unknown_op
+
+    onnx.save(unknown_op(), str(broken / "model.onnx"))
+    async with running_server(example_repo) as (_, stub, _ch):
+        index = await stub.RepositoryIndex(pb.RepositoryIndexRequest())
+        reasons = [m.reason for m in index.models if m.name == "broken"]
+        assert reasons and reasons[0], index
+        assert str(example_repo) not in reasons[0] and "/tmp" not in reasons[0], reasons[0]
+        assert "broken/1/model.onnx" in reasons[0] or "model.onnx" in reasons[0]

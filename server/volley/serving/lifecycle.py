@@ -143,6 +143,23 @@ class ModelManager:
                 found[name] = None if name in found else model_dir
         return found
 
+    def _relative(self, text: str) -> str:
+        """``text`` with the repositories' absolute paths made relative to them."""
+        for repo in self.repositories:
+            for root in {str(repo.resolve()), str(repo.absolute()), str(repo)}:
+                text = text.replace(root.rstrip("/") + "/", "")
+        return text
+
+    def _reason(self, exc: BaseException) -> str:
+        """What a failed load reports to clients: no absolute paths."""
+        return self._relative(_failure_text(exc))
+
+    def _client_error(self, exc: BaseException) -> VolleyError:
+        """The error a load raises to its caller, without absolute paths."""
+        if isinstance(exc, ConfigError):
+            return ConfigError(self._relative(exc.message), path=exc.path, hint=exc.hint)
+        return _as_volley_error(exc)
+
     def _lock(self, name: str) -> asyncio.Lock:
         lock = self._locks.get(name)
         if lock is None:
@@ -196,9 +213,9 @@ class ModelManager:
             )
         except Exception as exc:
             version = _version_at_fault(exc, model_dir)
-            failed = {version: _failure_text(exc)} if version is not None else {}
+            failed = {version: self._reason(exc)} if version is not None else {}
             self._failed(name, exc, failed)
-            raise _as_volley_error(exc) from exc
+            raise self._client_error(exc) from exc
         await self._apply(name, model_dir, cfg)
 
     async def _apply(self, name: str, model_dir: Path, cfg: LoadedConfig) -> None:
@@ -226,7 +243,7 @@ class ModelManager:
             try:
                 await self._load_version(mv, path, model_dir)
             except Exception as exc:
-                reason = _failure_text(exc)
+                reason = self._reason(exc)
                 mv.state, mv.reason = ModelState.UNAVAILABLE, reason
                 failed[version] = reason
                 first_error = exc
@@ -295,7 +312,7 @@ class ModelManager:
         """Record a failed load: what serves stays; the reason shows in the index."""
         if exc is not None:
             self._log_failure(name, exc)
-        reason = _failure_text(exc) if exc is not None else ""
+        reason = self._reason(exc) if exc is not None else ""
         old = self.registry.get(name)
         if old is not None and old.default is not None:
             errors = dict(failed) or {v: reason for v, mv in old.versions.items() if mv.ready}
