@@ -81,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="spread the load over N processes (default 1: this process)",
     )
     load.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
+    load.add_argument(
+        "--streaming",
+        action="store_true",
+        help="send over one ModelStreamInfer stream per concurrency slot (as perf_analyzer)",
+    )
 
     window = parser.add_argument_group("measurement")
     window.add_argument(
@@ -142,6 +147,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME:d1,d2",
         help="dimensions of a dynamic input, without the batch dimension",
+    )
+    data.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME:DATATYPE:d1,d2",
+        help="declare an input the server's metadata does not list (dims without the batch "
+        "dimension of a batching model; -1 for a dynamic one, then give --shape); repeatable",
     )
     data.add_argument("--seed", type=int, default=0, help="seed of the random data (default 0)")
 

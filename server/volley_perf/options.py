@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import UsageError
 from .inputs import InputOptions
 from .profiler import Mode, ProfileSettings
-from .ranges import parse_concurrency_range, parse_rate_range, parse_shapes
+from .ranges import parse_concurrency_range, parse_inputs, parse_rate_range, parse_shapes
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,19 @@ class PerfOptions:
     json_path: Path | None = None
     plot_path: Path | None = None
     show_progress: bool = False
+    #: ``--input`` declarations: (name, datatype, dims without the batch dimension).
+    declared_inputs: tuple[tuple[str, str, list[int]], ...] = ()
 
 
 def from_args(args: argparse.Namespace, show_progress: bool) -> PerfOptions:
     """Check the parsed command line and turn it into :class:`PerfOptions`."""
     if args.concurrency_range and args.request_rate_range:
         raise UsageError("give --concurrency-range or --request-rate-range, not both")
+    if args.streaming and args.request_rate_range:
+        raise UsageError(
+            "--streaming runs a closed loop per stream: use --concurrency-range, not "
+            "--request-rate-range"
+        )
     mode: Mode
     if args.request_rate_range:
         mode = "request_rate"
@@ -80,6 +87,7 @@ def from_args(args: argparse.Namespace, show_progress: bool) -> PerfOptions:
         seed=args.seed,
         request_timeout_s=timeout,
         warmup_request_count=args.warmup_request_count,
+        streaming=args.streaming,
     )
     inputs = InputOptions(
         data=args.input_data,
@@ -100,6 +108,7 @@ def from_args(args: argparse.Namespace, show_progress: bool) -> PerfOptions:
         json_path=args.json,
         plot_path=args.plot,
         show_progress=show_progress,
+        declared_inputs=tuple(parse_inputs(args.input)),
     )
 
 

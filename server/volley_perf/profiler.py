@@ -48,6 +48,8 @@ class ProfileSettings:
     request_timeout_s: float | None = 30.0
     #: Requests sent at each level before measuring (not reported as measured).
     warmup_request_count: int = 0
+    #: Send over one ``ModelStreamInfer`` stream per concurrency slot (concurrency mode).
+    streaming: bool = False
 
 
 @dataclass
@@ -203,6 +205,7 @@ class Profiler:
                 start_ns=start,
                 seed=s.seed * 1_000_003 + index * 7919 + self._windows_run,
                 timeout_s=s.request_timeout_s,
+                streaming=s.streaming,
             )
         return plans
 

@@ -101,3 +101,34 @@ def parse_shapes(specs: list[str]) -> dict[str, list[int]]:
             raise UsageError(f"bad --shape '{spec}': dimensions must be >= 0")
         shapes[name] = dims
     return shapes
+
+
+#: Datatypes ``--input`` accepts.
+DATATYPES = frozenset(
+    ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+     "FP16", "FP32", "FP64", "BF16", "BYTES")
+)  # fmt: skip
+
+
+def parse_inputs(specs: list[str]) -> list[tuple[str, str, list[int]]]:
+    """Parse repeated ``--input NAME:DATATYPE:d1,d2`` into ``(name, datatype, dims)``."""
+    declared: list[tuple[str, str, list[int]]] = []
+    for spec in specs:
+        name, datatype, dims_text = [*spec.rsplit(":", 2), "", ""][:3]
+        if not name or not datatype or not dims_text.strip() or spec.count(":") < 2:
+            raise UsageError(f"bad --input '{spec}': expected NAME:DATATYPE:d1,d2,...")
+        if datatype.upper() not in DATATYPES:
+            raise UsageError(
+                f"bad --input '{spec}': unknown datatype '{datatype}' "
+                f"(one of {', '.join(sorted(DATATYPES))})"
+            )
+        try:
+            dims = [int(d) for d in dims_text.split(",")]
+        except ValueError:
+            raise UsageError(f"bad --input '{spec}': dimensions must be integers") from None
+        if any(d < -1 for d in dims):
+            raise UsageError(f"bad --input '{spec}': dimensions must be >= -1")
+        if any(n == name for n, _, _ in declared):
+            raise UsageError(f"bad --input '{spec}': input '{name}' is declared twice")
+        declared.append((name, datatype.upper(), dims))
+    return declared

@@ -80,7 +80,12 @@ async def perf(
     channel = await open_channel(options.url, options.connect_timeout_s)
     try:
         model = await describe_model(
-            channel, options.url, options.model, options.model_version, CONTROL_TIMEOUT_S
+            channel,
+            options.url,
+            options.model,
+            options.model_version,
+            CONTROL_TIMEOUT_S,
+            options.declared_inputs,
         )
         prepared = prepare_inputs(model, options.inputs)
         for note in prepared.notes:

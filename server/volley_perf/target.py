@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -62,9 +63,19 @@ async def open_channel(url: str, timeout_s: float) -> grpc.aio.Channel:
 
 
 async def describe_model(
-    channel: grpc.aio.Channel, url: str, model: str, version: str, timeout_s: float
+    channel: grpc.aio.Channel,
+    url: str,
+    model: str,
+    version: str,
+    timeout_s: float,
+    declared: Sequence[tuple[str, str, list[int]]] = (),
 ) -> ModelInfo:
-    """Read the model's tensors from ``ModelMetadata`` and its batching from ``ModelConfig``."""
+    """Read the model's tensors from ``ModelMetadata`` and its batching from ``ModelConfig``.
+
+    ``declared`` inputs (``--input``; dims without the batch dimension of a batching model)
+    replace the metadata's inputs of the same name and add the others, for servers whose
+    metadata lists none.
+    """
     stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
     try:
         meta = await stub.ModelMetadata(
@@ -76,8 +87,11 @@ async def describe_model(
         raise PerfError(
             f"ModelMetadata for '{model}' on {url} failed: {exc.code().name}: {exc.details()}"
         ) from None
-    if not meta.inputs:
-        raise PerfError(f"model '{model}' on {url} reports no inputs")
+    if not meta.inputs and not declared:
+        raise PerfError(
+            f"model '{model}' on {url} reports no inputs; declare them with "
+            "--input NAME:DATATYPE:d1,d2"
+        )
     max_batch_size: int | None
     try:
         config = await stub.ModelConfig(
@@ -86,10 +100,14 @@ async def describe_model(
         max_batch_size = config.config.max_batch_size
     except grpc.aio.AioRpcError:
         max_batch_size = None
+    inputs = {t.name: _tensor(t) for t in meta.inputs}
+    for name, datatype, dims in declared:
+        shape = ((-1,) if max_batch_size else ()) + tuple(dims)
+        inputs[name] = TensorMeta(name=name, datatype=datatype, shape=shape)
     return ModelInfo(
         name=model,
         version=version,
-        inputs=tuple(_tensor(t) for t in meta.inputs),
+        inputs=tuple(inputs.values()),
         outputs=tuple(_tensor(t) for t in meta.outputs),
         max_batch_size=max_batch_size,
     )

@@ -12,6 +12,7 @@ import random
 import time
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -20,6 +21,9 @@ from volley._proto.inference import grpc_service_pb2 as pb
 from .target import CHANNEL_OPTIONS
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+#: A ``ModelStreamInferResponse`` whose first field is ``error_message`` (field 1, length).
+_STREAM_ERROR_TAG = 0x0A
 #: A request sent more than this long after its scheduled time counts as delayed.
 LATE_NS = 2_000_000
 #: Responses ``0, 1024, 2048, ...`` of each window are parsed and checked.
@@ -46,6 +50,8 @@ class WindowPlan:
     seed: int = 0
     #: Per-request deadline in seconds (``None``: none).
     timeout_s: float | None = None
+    #: Closed loop over one ``ModelStreamInfer`` stream per slot instead of unary calls.
+    streaming: bool = False
 
 
 @dataclass
@@ -99,6 +105,7 @@ class LoadWorker:
         self._outputs = output_names
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] | None = None
+        self._stream: grpc.aio.StreamStreamMultiCallable[bytes, bytes] | None = None
         #: Requests completed by the current window so far (read by progress displays).
         self.completed = 0
 
@@ -107,6 +114,9 @@ class LoadWorker:
         self._channel = grpc.aio.insecure_channel(self._url, options=CHANNEL_OPTIONS)
         self._call = self._channel.unary_unary(
             MODEL_INFER, request_serializer=None, response_deserializer=None
+        )
+        self._stream = self._channel.stream_stream(
+            MODEL_STREAM_INFER, request_serializer=None, response_deserializer=None
         )
 
     async def close(self) -> None:
@@ -125,7 +135,10 @@ class LoadWorker:
         self.completed = 0
         cpu_begin = time.process_time_ns()
         window = _Window(plan, time.monotonic_ns())
-        slot = self._open_slot if plan.rate > 0 else self._closed_slot
+        if plan.streaming:
+            slot = self._stream_slot
+        else:
+            slot = self._open_slot if plan.rate > 0 else self._closed_slot
         await asyncio.gather(*(slot(window, plan.timeout_s) for _ in range(plan.concurrency)))
         result = window.result
         result.end_ns = time.monotonic_ns()
@@ -141,6 +154,56 @@ class LoadWorker:
                 break
             w.remaining -= 1
             await self._send(w.result, start, timeout)
+
+    async def _stream_slot(self, w: _Window, timeout: float | None) -> None:
+        """Closed loop on one stream: write a request, read its response, again."""
+        assert self._stream is not None
+        result = w.result
+        requests = self._requests
+        clock = time.monotonic_ns
+        deadline = w.deadline_ns
+        call: Any = self._stream(timeout=None)  # type: ignore[call-arg]
+        try:
+            while w.remaining > 0:
+                start = clock()
+                if start >= deadline:
+                    break
+                w.remaining -= 1
+                request = requests[result.sent % len(requests)]
+                result.sent += 1
+                await call.write(request)
+                response = await call.read()
+                if response is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    self._stream_failed(result, "UNAVAILABLE", "the stream ended early")
+                    return
+                assert isinstance(response, bytes)
+                if response and response[0] == _STREAM_ERROR_TAG:
+                    error = pb.ModelStreamInferResponse.FromString(response)
+                    code = error.infer_response.parameters["triton_error_code"].string_param
+                    self._stream_failed(result, code or "STREAM_ERROR", error.error_message)
+                    continue
+                result.latencies_ns.append(clock() - start)
+                if not result.ok & VALIDATE_MASK:
+                    self._validate_stream(result, response)
+                result.ok += 1
+                self.completed += 1
+            await call.done_writing()
+        except grpc.aio.AioRpcError as exc:
+            self._failed(result, exc)
+
+    def _stream_failed(self, result: WorkerResult, code: str, details: str) -> None:
+        if not result.errors:
+            result.first_error = f"{code}: {details}"
+        result.errors[code] = result.errors.get(code, 0) + 1
+        self.completed += 1
+
+    def _validate_stream(self, result: WorkerResult, response: bytes) -> None:
+        try:
+            message = pb.ModelStreamInferResponse.FromString(response)
+        except Exception:
+            result.invalid += 1
+            return
+        self._validate(result, message.infer_response.SerializeToString())
 
     async def _send(self, result: WorkerResult, start: int, timeout: float | None) -> None:
         """Send the next prepared request and record its latency, status and validity."""

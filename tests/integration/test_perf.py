@@ -199,3 +199,38 @@ def test_bad_input_is_one_line(server: ServerProcess, args: list[str], message: 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("volley perf: ") and message in lines[0]
+
+
+def test_streaming_counts_match_the_server(server: ServerProcess, tmp_path: Path) -> None:
+    out_json = tmp_path / "r.json"
+    before = stats(server.url, "simple")
+    done = volley_perf(
+        "-m", "simple", "-u", server.url, "--streaming", "--concurrency-range", "4",
+        "--request-count", "200", "--max-trials", "3", "--json", str(out_json),
+    )  # fmt: skip
+    after = stats(server.url, "simple")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out_json.read_text())
+    ok = check_counts_match(report, before, after, batch=1)
+    assert ok >= 3 * 200
+
+
+def test_streaming_refuses_an_open_loop(server: ServerProcess) -> None:
+    done = volley_perf("-m", "simple", "-u", server.url, "--streaming",
+                       "--request-rate-range", "100")  # fmt: skip
+    assert done.returncode == 2 and "--streaming" in done.stderr
+
+
+def test_declared_inputs(server: ServerProcess, tmp_path: Path) -> None:
+    out_json = tmp_path / "r.json"
+    before = stats(server.url, "simple")
+    done = volley_perf(
+        "-m", "simple", "-u", server.url, "--input", "INPUT0:INT32:16",
+        "--input", "INPUT1:INT32:16", "--concurrency-range", "2", "--request-count", "50",
+        "--max-trials", "3", "--json", str(out_json),
+    )  # fmt: skip
+    after = stats(server.url, "simple")
+    assert done.returncode == 0, done.stderr
+    check_counts_match(json.loads(out_json.read_text()), before, after, batch=1)
+    bad = volley_perf("-m", "simple", "-u", server.url, "--input", "INPUT0:INT33:16")
+    assert bad.returncode == 2 and "unknown datatype 'INT33'" in bad.stderr
