@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -171,14 +170,6 @@ def _apply(array: np.ndarray, shape: tuple[int, ...], batched: bool) -> np.ndarr
     return array.reshape(target)
 
 
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
-
-
 class OnnxRuntimeBackend(Backend):
     """Creates one ``InferenceSession`` per configured instance."""
 
@@ -189,9 +180,7 @@ class OnnxRuntimeBackend(Backend):
         opts = session_options(spec)
         devices = spec.gpus or (0,)
         per_device = max(spec.instance_count // len(devices), 1)
-        before = _rss_bytes()
         instances: list[ModelInstance] = []
-        memory: dict[tuple[str, int], int] = {}
         try:
             for device in devices:
                 for _ in range(per_device):
@@ -207,9 +196,9 @@ class OnnxRuntimeBackend(Backend):
                 path=str(model_path),
                 hint="check the file with `volley repo check`",
             ) from exc
-        memory[("CPU", 0)] = max(_rss_bytes() - before, 0)
         log.info("loaded %s with %d instance(s)", model_path, len(instances))
-        return LoadedModel(instances=instances, memory_bytes=memory)
+        # what it holds is measured by the caller, around the load (memory/probe.py)
+        return LoadedModel(instances=instances)
 
     def check_input(self, name: str, datatype: str, array: np.ndarray) -> None:
         """ONNX string tensors hold text: every BYTES element must be UTF-8."""

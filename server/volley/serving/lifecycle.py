@@ -415,21 +415,30 @@ class ModelManager:
 
     async def _unload(self, name: str, *, forget: bool) -> None:
         async with self._lock(name):
-            entry = self.registry.get(name)
-            if entry is None:
+            if not await self._take_down(name, "unloaded", evicted=False):
                 return
-            for mv in entry.versions.values():
-                if mv.state is ModelState.READY:
-                    mv.state = ModelState.UNLOADING
-            self.registry.publish(ModelEntry.of(name, entry.versions))
-            for mv in entry.versions.values():
-                await self._drain_and_release(mv)
-                mv.reason, mv.unloaded = "unloaded", True
-            self.registry.publish(ModelEntry.of(name, entry.versions))
             if forget:
                 self.registry.forget(name)
                 self.attempted.pop(name, None)
             self.stats.unloads += 1
+
+    async def _take_down(self, name: str, reason: str, *, evicted: bool) -> bool:
+        """Stop serving every version of ``name`` (holding its lock): no new requests, the
+        accepted ones answered, then released. False when the model is unknown."""
+        entry = self.registry.get(name)
+        if entry is None:
+            return False
+        for mv in entry.versions.values():
+            # marked at once: a request for an evicted model waits for it to load again
+            mv.evicted = evicted
+            if mv.state is ModelState.READY:
+                mv.state = ModelState.UNLOADING
+        self.registry.publish(ModelEntry.of(name, entry.versions))
+        for mv in entry.versions.values():
+            await self._drain_and_release(mv)
+            mv.reason, mv.unloaded = reason, True
+        self.registry.publish(ModelEntry.of(name, entry.versions))
+        return True
 
     async def _drain(self, mv: ModelVersion) -> None:
         if mv.scheduler is None:
@@ -483,21 +492,9 @@ class ModelManager:
     async def _evict(self, name: str) -> None:
         """Unload an idle model to make room; it stays listed, UNAVAILABLE ("evicted")."""
         async with self._lock(name):
-            entry = self.registry.get(name)
-            if entry is None:
-                return
             log.info("evicting model '%s' (least recently used) to make room", name)
-            for mv in entry.versions.values():
-                # marked at once: a request arriving meanwhile waits for it to load again
-                mv.evicted = True
-                if mv.state is ModelState.READY:
-                    mv.state = ModelState.UNLOADING
-            self.registry.publish(ModelEntry.of(name, entry.versions))
-            for mv in entry.versions.values():
-                await self._drain_and_release(mv)
-                mv.reason, mv.unloaded = "evicted", True
-            self.registry.publish(ModelEntry.of(name, entry.versions))
-            self.stats.evictions += 1
+            if await self._take_down(name, "evicted", evicted=True):
+                self.stats.evictions += 1
 
     async def ensure_loaded(self, name: str, timeout_s: float) -> None:
         """Load an evicted model again for a waiting request: one load, however many wait."""
