@@ -88,53 +88,61 @@ class ModelMonitor:
         return fresh
 
     def score(self, fresh: dict[str, list[np.ndarray]]) -> None:
-        """In the background: fold ``fresh`` rows into the window (or reference) and score."""
-        s = self._settings
+        """In the background: fold ``fresh`` rows into the window (or reference) and score.
+
+        The view is read on the loop while this runs in a worker thread, so every input is
+        always in ``references`` or ``_collecting``, and ``rows`` counts a batch only once its
+        report is published.
+        """
         for name, parts in fresh.items():
             rows = np.concatenate(parts)
+            self._fold(name, rows)
             self.rows += len(rows)
-            if name not in self.references:
-                collected = self._collecting.setdefault(name, [])
-                collected.append(rows)
-                if sum(len(p) for p in collected) < s.reference_rows:
-                    continue
-                everything = np.concatenate(collected)
-                del self._collecting[name]
-                self.references[name] = self._reference(everything[: s.reference_rows])
-                rows = everything[s.reference_rows :]
-                if not len(rows):
-                    continue
-            reference = self.references[name]
-            flagged = int(np.count_nonzero(reference.outliers(rows)))
-            self.outliers += flagged
-            window = self._window.setdefault(name, deque(maxlen=s.window))
-            window.extend(rows)
-            if len(window) < max(10, s.window // 5):
-                continue
-            report = reference.drift(np.stack(window))
-            self.reports[name] = {
-                "psi": report.psi_max,
-                "ks": report.ks_max,
-                "drifted_features": report.drifted_features,
-                "features": report.features,
-                "drift": report.drift,
-                "window_rows": len(window),
-            }
-            if report.drift and name not in self._alerted:
-                self._alerted.add(name)
-                log.warning(
-                    "model '%s' version %d: input '%s' drifted (PSI %.3f > %.3f; %d of %d "
-                    "features differ by KS)",
-                    self.model,
-                    self.version,
-                    name,
-                    report.psi_max,
-                    s.psi_threshold,
-                    report.drifted_features,
-                    report.features,
-                )
-            elif not report.drift:
-                self._alerted.discard(name)
+
+    def _fold(self, name: str, rows: np.ndarray) -> None:
+        s = self._settings
+        if name not in self.references:
+            collected = self._collecting.setdefault(name, [])
+            collected.append(rows)
+            if sum(len(p) for p in collected) < s.reference_rows:
+                return
+            everything = np.concatenate(collected)
+            self.references[name] = self._reference(everything[: s.reference_rows])
+            del self._collecting[name]
+            rows = everything[s.reference_rows :]
+            if not len(rows):
+                return
+        reference = self.references[name]
+        flagged = int(np.count_nonzero(reference.outliers(rows)))
+        self.outliers += flagged
+        window = self._window.setdefault(name, deque(maxlen=s.window))
+        window.extend(rows)
+        if len(window) < max(10, s.window // 5):
+            return
+        report = reference.drift(np.stack(window))
+        self.reports[name] = {
+            "psi": report.psi_max,
+            "ks": report.ks_max,
+            "drifted_features": report.drifted_features,
+            "features": report.features,
+            "drift": report.drift,
+            "window_rows": len(window),
+        }
+        if report.drift and name not in self._alerted:
+            self._alerted.add(name)
+            log.warning(
+                "model '%s' version %d: input '%s' drifted (PSI %.3f > %.3f; %d of %d "
+                "features differ by KS)",
+                self.model,
+                self.version,
+                name,
+                report.psi_max,
+                s.psi_threshold,
+                report.drifted_features,
+                report.features,
+            )
+        elif not report.drift:
+            self._alerted.discard(name)
 
     def view(self) -> dict[str, Any]:
         """The monitoring view of this version."""
