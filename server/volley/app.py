@@ -24,7 +24,9 @@ from volley.serving.registry import Registry
 from volley.serving.service import InferenceService
 from volley.settings import ControlMode, ServerSettings
 from volley.telemetry.audit import AuditLog, open_sink
+from volley.telemetry.logs import LogControl
 from volley.telemetry.metrics import MetricsServer, VolleyCollector
+from volley.telemetry.tracing import TraceConfig, Tracing, build_exporter
 
 log = logging.getLogger("volley")
 
@@ -35,6 +37,9 @@ EXTENSIONS = (
     "model_configuration",
     "statistics",
     "binary_tensor_data",
+    "system_shared_memory",
+    "trace",
+    "logging",
 )
 
 
@@ -131,6 +136,16 @@ class VolleyServer:
             load_on_demand=settings.load_on_demand,
             load_timeout_s=settings.model_load_timeout_secs,
         )
+        self.service.log_requests = settings.log_requests
+        self.service.logs = LogControl(settings.log_format.value)
+        trace_config = TraceConfig.resolve(
+            settings.trace_exporter,
+            settings.trace_protocol,
+            settings.trace_endpoint,
+            settings.trace_sample_ratio,
+            settings.trace_service_name,
+        )
+        self.service.tracing = Tracing(trace_config, build_exporter(trace_config))
         self._explicit = explicit
         self._audit: AuditLog | None = None
         if settings.audit_log_sink:
@@ -204,6 +219,14 @@ class VolleyServer:
                 run_monitors(self.service.monitors, 1.0), name="volley-monitors"
             )
         log.info("serving gRPC on %s:%d", self.settings.grpc_address, self.port)
+        config = self.service.tracing.config
+        if config.exporter != "none":
+            log.info(
+                "tracing: %s exporter (%s), %g of requests sampled",
+                config.exporter,
+                config.protocol,
+                config.sample_ratio,
+            )
         return self.port
 
     async def _load_initial_models(self) -> None:
@@ -240,6 +263,8 @@ class VolleyServer:
             await self._audit.stop()
         if self._metrics is not None:
             self._metrics.stop()
+        await asyncio.to_thread(self.service.tracing.shutdown)
+        self.service.shm.close()
         self.service.live = False
 
 

@@ -15,6 +15,7 @@ class Status(enum.Enum):
     UNKNOWN = "UNKNOWN"
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
     UNAVAILABLE = "UNAVAILABLE"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
@@ -48,6 +49,12 @@ class NotFound(VolleyError):
     """Unknown model or version."""
 
     code = Status.NOT_FOUND
+
+
+class AlreadyExists(VolleyError):
+    """Something with that name is already registered."""
+
+    code = Status.ALREADY_EXISTS
 
 
 class Unavailable(VolleyError):

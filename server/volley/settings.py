@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from volley.memory.budget import parse_budgets
+from volley.telemetry.tracing import EXPORTERS, PROTOCOLS
 
 
 class ControlMode(str, enum.Enum):
@@ -34,6 +35,13 @@ class GrpcTransport(str, enum.Enum):
     NATIVE = "native"
     #: grpcio's ``grpc.aio`` server.
     GRPCIO = "grpcio"
+
+
+class LogFormat(str, enum.Enum):
+    """How log lines are written."""
+
+    TEXT = "text"
+    JSON = "json"
 
 
 class ServerSettings(BaseSettings):
@@ -216,7 +224,40 @@ class ServerSettings(BaseSettings):
     outlier_quantile: float = Field(
         0.999, gt=0.5, lt=1, description="Chi-square quantile beyond which a row is an outlier."
     )
+    trace_exporter: str | None = Field(
+        None,
+        description="Where request traces go: none, otlp or console (default: "
+        "OTEL_TRACES_EXPORTER, else none).",
+    )
+    trace_protocol: str | None = Field(
+        None,
+        description="OTLP protocol: grpc or http/protobuf (default: "
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL, else grpc).",
+    )
+    trace_endpoint: str | None = Field(
+        None,
+        description="OTLP collector URL, e.g. http://127.0.0.1:4317 (default: "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT).",
+    )
+    trace_sample_ratio: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Fraction of requests traced when the caller sent no sampled traceparent "
+        "(default: OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, else 1).",
+    )
+    trace_service_name: str | None = Field(
+        None, description="service.name of the spans (default: OTEL_SERVICE_NAME, else volley)."
+    )
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    log_format: LogFormat = Field(
+        LogFormat.TEXT, description="Log lines as text or as JSON objects (one per line)."
+    )
+    log_requests: bool = Field(
+        False,
+        description="Log one line per inference request (model, version, id, status, "
+        "duration; never tensor contents).",
+    )
     use_uvloop: bool = Field(True, description="Run the event loop on uvloop when installed.")
 
     @field_validator("memory_budget", mode="before")
@@ -230,6 +271,20 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _check_budgets(cls, value: list[str]) -> list[str]:
         parse_budgets(value)
+        return value
+
+    @field_validator("trace_exporter")
+    @classmethod
+    def _check_exporter(cls, value: str | None) -> str | None:
+        if value is not None and value not in EXPORTERS:
+            raise ValueError(f"expected one of {', '.join(EXPORTERS)}")
+        return value
+
+    @field_validator("trace_protocol")
+    @classmethod
+    def _check_protocol(cls, value: str | None) -> str | None:
+        if value is not None and value not in PROTOCOLS:
+            raise ValueError(f"expected one of {', '.join(PROTOCOLS)}")
         return value
 
     @model_validator(mode="after")

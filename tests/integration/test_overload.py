@@ -79,6 +79,9 @@ async def test_three_times_capacity_sheds_cleanly(tmp_path: Path) -> None:
     assert set(codes) <= {"OK", "UNAVAILABLE", "RESOURCE_EXHAUSTED"}, codes
     assert codes.get("OK", 0) > 0 and codes.get("UNAVAILABLE", 0) > 0, codes
     p99 = float(np.percentile(latencies, 99))
-    # an admitted request waits behind at most QUEUE others, one execution each
-    bound = (QUEUE + 2) / capacity + 0.25
+    # an admitted request waits behind at most QUEUE others, one execution each; under the
+    # open-loop load the client shares the cores, so executions may take up to twice as long
+    # as when capacity was measured. Without a bounded queue the wait would reach the deadline.
+    bound = 2 * (QUEUE + 2) / capacity + 0.5
+    assert bound < deadline / 2
     assert p99 <= bound, (p99, bound, capacity, codes)

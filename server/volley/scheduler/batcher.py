@@ -103,6 +103,8 @@ class DynamicBatcher:
         self._inline_threshold_ns = inline_threshold_us * 1000
         self._avg_infer_ns = 0.0
         self._executions = 0
+        #: Set once a traced request arrives: only then do batches look for traces.
+        self._tracing_seen = False
 
     # -- frontend side --------------------------------------------------------------------------
     @property
@@ -126,6 +128,8 @@ class DynamicBatcher:
             raise Unavailable(f"model '{self._name}' is not accepting requests (unloading)")
         rid = self._next_rid
         self._next_rid = rid + 1
+        if request.trace is not None:
+            self._tracing_seen = True
         settings = self._settings
         level, expire_ns = settings.level_and_expiry(request)
         key = settings.shape_key(request)
@@ -251,6 +255,8 @@ class DynamicBatcher:
         return Internal(f"model '{self._name}' failed to execute the request")
 
     def _resolve(self, batch: _Batch) -> None:
+        if self._tracing_seen:
+            self._trace(batch)
         if batch.error is not None:
             error = self._failure(batch.error)
             for future in batch.futures:
@@ -283,6 +289,23 @@ class DynamicBatcher:
             future.set_result(outputs)
         if rows:
             stats.record_execution(rows, input_ns, infer_ns, output_ns)
+
+    def _trace(self, batch: _Batch) -> None:
+        """The queue spans of the batch's traced requests and one batch span linked to them."""
+        traced = [(r.trace, r.arrival_ns) for r in batch.requests if r.trace is not None]
+        if not traced:
+            return
+        first = traced[0][0]
+        first.tracing.batch(
+            traced,
+            self._name,
+            str(self._stats.version),
+            len(batch.requests),
+            sum(r.rows for r in batch.requests),
+            batch.start_ns,
+            _now(),
+            error=None if batch.error is None else type(batch.error).__name__,
+        )
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new requests and wait until every accepted one, queued ones included, is

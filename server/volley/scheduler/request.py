@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from volley.telemetry.tracing import RequestTrace
+
 #: Output tensors of one request, by output name.
 Outputs = dict[str, np.ndarray]
 
@@ -27,3 +29,5 @@ class InferRequest:
     timeout_us: int = 0
     #: ``time.monotonic_ns()`` when the request arrived.
     arrival_ns: int = 0
+    #: The request's span when it is traced (queue and batch spans hang off it).
+    trace: RequestTrace | None = None

@@ -13,9 +13,10 @@ import numpy as np
 from volley.backends import get_backend
 from volley.backends.base import Backend
 from volley.errors import InvalidArgument, Unimplemented
-from volley.model import tensors
+from volley.model import dtypes, tensors
 from volley.model.spec import ModelSpec, TensorSpec
 from volley.scheduler.request import InferRequest
+from volley.serving.shm import SharedMemory
 from volley.serving.types import (
     InferenceRequest,
     InferenceResponse,
@@ -47,10 +48,15 @@ class Decoded:
     request: InferRequest
     #: Output names to return, in request order; empty = every output of the model.
     outputs: list[str]
+    #: Outputs to write into shared memory: name -> (region, offset, byte_size).
+    shm_outputs: dict[str, tuple[str, int, int]] | None = None
 
 
-def decode(req: InferenceRequest, spec: ModelSpec) -> Decoded:
-    """Validate ``req`` against ``spec`` and decode its tensors without copying raw data."""
+def decode(req: InferenceRequest, spec: ModelSpec, shm: SharedMemory | None = None) -> Decoded:
+    """Validate ``req`` against ``spec`` and decode its tensors without copying raw data.
+
+    Inputs in shared memory (``shm``) are read as views of the region.
+    """
     model = spec.name
     n_inputs = len(req.inputs)
     if n_inputs < spec.required_inputs or n_inputs > len(spec.inputs):
@@ -92,10 +98,17 @@ def decode(req: InferenceRequest, spec: ModelSpec) -> Decoded:
                     f"input '{name}' batch size {shape[0]} does not match other inputs' "
                     f"batch size {batch} for model '{model}'"
                 )
+        raw = tensor.raw
         if tensor.parameters:
-            _check_input_parameters(tensor.parameters, name)
-        if tensor.raw is not None:
-            arrays[name] = tensors.from_raw(ts.datatype, shape, tensor.raw, name)
+            window = _shm_window(tensor.parameters, f"input '{name}'", shm)
+            if window is not None:
+                if raw is not None or tensor.values is not None:
+                    raise InvalidArgument(
+                        f"input '{name}' names a shared memory region and also carries data"
+                    )
+                raw = shm.window(*window, f"input '{name}'")  # type: ignore[union-attr]
+        if raw is not None:
+            arrays[name] = tensors.from_raw(ts.datatype, shape, raw, name)
         elif tensor.values is not None:
             arrays[name] = tensors.from_values(ts.datatype, shape, tensor.values, name)
         else:
@@ -105,7 +118,17 @@ def decode(req: InferenceRequest, spec: ModelSpec) -> Decoded:
         key.append(name)
         key.extend(shape[1:] if max_batch > 0 else shape)
     priority, timeout_us = _request_parameters(req.parameters) if req.parameters else (0, 0)
-    outputs = _requested_outputs(req.outputs, spec) if req.outputs else []
+    shm_outputs: dict[str, tuple[str, int, int]] | None = None
+    if req.outputs:
+        outputs = _requested_outputs(req.outputs, spec)
+        for out in req.outputs:
+            if out.parameters:
+                window = _shm_window(out.parameters, f"output '{out.name}'", shm)
+                if window is not None:
+                    shm_outputs = shm_outputs or {}
+                    shm_outputs[out.name] = window
+    else:
+        outputs = []
     request = InferRequest(
         inputs=arrays,
         rows=batch if max_batch > 0 else 1,
@@ -114,7 +137,7 @@ def decode(req: InferenceRequest, spec: ModelSpec) -> Decoded:
         timeout_us=timeout_us,
         arrival_ns=req.arrival_ns,
     )
-    return Decoded(request=request, outputs=outputs)
+    return Decoded(request=request, outputs=outputs, shm_outputs=shm_outputs)
 
 
 def _missing(req: InferenceRequest, spec: ModelSpec) -> str:
@@ -154,12 +177,26 @@ def _shape_error(shape: list[int], ts: TensorSpec, max_batch: int, model: str) -
     )
 
 
-def _check_input_parameters(parameters: dict[str, ParamValue], name: str) -> None:
-    if any(k in parameters for k in _SHM_KEYS):
-        raise Unimplemented(
-            f"input '{name}': shared memory is not supported by this server; send the data "
-            "in raw_input_contents"
+def _shm_window(
+    parameters: dict[str, ParamValue], what: str, shm: SharedMemory | None
+) -> tuple[str, int, int] | None:
+    """The (region, offset, byte_size) a tensor's parameters name, or None."""
+    if not any(k in parameters for k in _SHM_KEYS):
+        return None
+    region = parameters.get("shared_memory_region")
+    size = parameters.get("shared_memory_byte_size")
+    offset = parameters.get("shared_memory_offset", 0)
+    if type(region) is not str or not region:
+        raise InvalidArgument(f"{what}: 'shared_memory_region' must be a region name")
+    if type(size) is not int or size < 0:
+        raise InvalidArgument(
+            f"{what}: 'shared_memory_byte_size' must be a non-negative integer with the region"
         )
+    if type(offset) is not int or offset < 0:
+        raise InvalidArgument(f"{what}: 'shared_memory_offset' must be a non-negative integer")
+    if shm is None:
+        raise Unimplemented(f"{what}: shared memory is not available here")
+    return region, offset, size
 
 
 def _request_parameters(parameters: dict[str, ParamValue]) -> tuple[int, int]:
@@ -199,15 +236,10 @@ def _requested_outputs(requested: list[RequestedOutput], spec: ModelSpec) -> lis
                 f"unexpected inference output '{out.name}' for model '{spec.name}'; it has "
                 f"outputs {[t.name for t in spec.outputs]}"
             )
-        if out.parameters:
-            if "classification" in out.parameters:
-                raise Unimplemented(
-                    f"output '{out.name}': the classification extension is not supported"
-                )
-            if any(k in out.parameters for k in _SHM_KEYS):
-                raise Unimplemented(
-                    f"output '{out.name}': shared memory is not supported by this server"
-                )
+        if out.parameters and "classification" in out.parameters:
+            raise Unimplemented(
+                f"output '{out.name}': the classification extension is not supported"
+            )
         names.append(out.name)
     return names
 
@@ -218,10 +250,16 @@ def encode(
     request_id: str,
     outputs: dict[str, np.ndarray],
     requested: list[str],
+    shm_outputs: dict[str, tuple[str, int, int]] | None = None,
+    shm: SharedMemory | None = None,
 ) -> InferenceResponse:
-    """The response: requested outputs in request order, else every output in config order."""
+    """The response: requested outputs in request order, else every output in config order.
+
+    Outputs in ``shm_outputs`` are written into their shared memory regions; the response
+    carries only their metadata and the region they were written to.
+    """
     by_name = spec.output_by_name
-    return InferenceResponse(
+    response = InferenceResponse(
         model_name=spec.name,
         model_version=version,
         id=request_id,
@@ -229,4 +267,38 @@ def encode(
             OutputTensor(name, by_name[name].datatype, outputs[name])
             for name in (requested or spec.output_names)
         ],
+    )
+    if shm_outputs:
+        assert shm is not None
+        response.outputs = [
+            _to_shm(o, shm_outputs[o.name], shm) if o.name in shm_outputs else o
+            for o in response.outputs
+        ]
+    return response
+
+
+def _to_shm(output: OutputTensor, window: tuple[str, int, int], shm: SharedMemory) -> OutputTensor:
+    region, offset, size = window
+    what = f"output '{output.name}'"
+    array, datatype = output.array, output.datatype
+    data = tensors.to_raw(array, datatype) if datatype == "BYTES" else None
+    target = dtypes.NUMPY.get(datatype, array.dtype)
+    nbytes = len(data) if data is not None else array.size * np.dtype(target).itemsize
+    if nbytes > size:
+        raise InvalidArgument(
+            f"{what}: shared memory byte_size {size} is too small for the {nbytes} bytes of "
+            "the result"
+        )
+    window_view = shm.window(region, offset, nbytes, what)
+    if data is not None:
+        window_view[:] = data
+    else:  # straight into the region: no intermediate bytes
+        dest = np.frombuffer(window_view, dtype=target).reshape(array.shape)
+        np.copyto(dest, array, casting="unsafe")
+    return output._replace(
+        shm={
+            "shared_memory_region": region,
+            "shared_memory_offset": offset,
+            "shared_memory_byte_size": nbytes,
+        }
     )

@@ -8,8 +8,9 @@ every transport.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +30,7 @@ from volley.serving import codec
 from volley.serving.lifecycle import ModelManager
 from volley.serving.monitor import ModelMonitor
 from volley.serving.registry import ModelState, ModelVersion, Registry
+from volley.serving.shm import SharedMemory
 from volley.serving.types import (
     IndexEntry,
     InferenceRequest,
@@ -39,12 +41,16 @@ from volley.serving.types import (
     TensorMetadata,
 )
 from volley.telemetry.audit import MODES, AuditLog, AuditRecord, TensorRecord
+from volley.telemetry.logs import LogControl
 from volley.telemetry.metrics import ModelSnapshot
 from volley.telemetry.stats import ModelStats
+from volley.telemetry.tracing import TraceConfig, Tracing
 
 T = TypeVar("T")
 
 _now = time.monotonic_ns
+
+requests_log = logging.getLogger("volley.requests")
 
 #: Requests of one stream that may be in flight at once before its reader waits.
 STREAM_WINDOW = 64
@@ -126,6 +132,14 @@ class InferenceService:
         self.live = False
         #: True while shutting down: the server is no longer ready.
         self.draining = False
+        #: Log one line per inference request (``volley.requests``, INFO).
+        self.log_requests = False
+        #: Request tracing; transports start a request's span when ``tracing.enabled``.
+        self.tracing = Tracing(TraceConfig())
+        #: Log levels and format (the logging extension).
+        self.logs = LogControl()
+        #: Registered system shared memory regions (the shared-memory extension).
+        self.shm = SharedMemory()
 
     # -- health and metadata ------------------------------------------------------------------
     def server_ready(self) -> bool:
@@ -196,13 +210,37 @@ class InferenceService:
             mv.stats.record_failure(_now() - request.arrival_ns, _failure_reason(exc))
             if self.audit is not None:
                 self._audit(mv, request, None, exc)
+            if request.trace is not None:
+                request.trace.finish(exc)
+            if self.log_requests:
+                self._log_request(request, mv, exc)
             raise
         finally:
             self.inflight -= 1
         mv.stats.record_success(_now() - request.arrival_ns)
         if self.audit is not None:
             self._audit(mv, request, response, None)
+        if request.trace is not None:
+            request.trace.version = response.model_version
+            request.trace.finish()
+        if self.log_requests:
+            self._log_request(request, mv, None)
         return response
+
+    def _log_request(
+        self, request: InferenceRequest, mv: ModelVersion, error: BaseException | None
+    ) -> None:
+        """One line per request: who, what, how it ended and how long it took (no tensors)."""
+        status, message = ("OK", "") if error is None else _status_of(error)
+        requests_log.info(
+            "infer model=%s version=%s id=%s status=%s duration_us=%d%s",
+            mv.name,
+            mv.version_str,
+            request.id or "-",
+            status,
+            (_now() - request.arrival_ns) // 1000,
+            f" error={message!r}" if message else "",
+        )
 
     def _audit(
         self,
@@ -270,11 +308,13 @@ class InferenceService:
             raise Unavailable(f"'{mv.name}' version {mv.version} is not at ready state")
         if _raw_bytes(request) > _DECODE_OFF_LOOP_BYTES:
             # a huge request (BYTES parsing, copies) must not stall every other call
-            decoded = await asyncio.to_thread(codec.decode, request, mv.spec)
+            decoded = await asyncio.to_thread(codec.decode, request, mv.spec, self.shm)
         else:
-            decoded = codec.decode(request, mv.spec)
+            decoded = codec.decode(request, mv.spec, self.shm)
         if mv.monitor is not None:
             mv.monitor.observe(decoded.request.inputs)
+        if request.trace is not None:
+            decoded.request.trace = request.trace
         try:
             outputs = await scheduler.infer(decoded.request)
         except Unavailable:
@@ -283,9 +323,18 @@ class InferenceService:
             fresh = self.registry.resolve(request.model_name, request.model_version)
             if request.model_version or fresh is mv or fresh.scheduler is None:
                 raise
-            mv, decoded = fresh, codec.decode(request, fresh.spec)
+            mv, decoded = fresh, codec.decode(request, fresh.spec, self.shm)
+            decoded.request.trace = request.trace
             outputs = await fresh.scheduler.infer(decoded.request)
-        return codec.encode(mv.spec, mv.version_str, request.id, outputs, decoded.outputs)
+        return codec.encode(
+            mv.spec,
+            mv.version_str,
+            request.id,
+            outputs,
+            decoded.outputs,
+            decoded.shm_outputs,
+            self.shm,
+        )
 
     async def stream(
         self, messages: AsyncIterator[T], convert: Callable[[T], InferenceRequest]
@@ -364,6 +413,24 @@ class InferenceService:
                 f"model '{name}' is not monitored (start the server with --monitor-sample-rate)"
             )
         return {"model": name, "versions": views}
+
+    # -- trace and log settings ---------------------------------------------------------------
+    def trace_settings(
+        self, model: str, changes: Mapping[str, Sequence[str] | None] | None = None
+    ) -> dict[str, list[str]]:
+        """Triton's ``TraceSetting``: apply ``changes`` (if any) for ``model`` (or server-wide)
+        and return the settings in force."""
+        if model and self.registry.get(model) is None:
+            raise NotFound(f"Request for unknown model: '{model}' is not found")
+        if changes:
+            self.tracing.update(changes, model)
+        return self.tracing.settings(model)
+
+    def log_settings(self, changes: Mapping[str, Any] | None = None) -> dict[str, bool | int | str]:
+        """Triton's ``LogSettings``: apply ``changes`` (if any) and return the settings."""
+        if changes:
+            self.logs.update(changes)
+        return self.logs.settings()
 
     # -- statistics and repository ------------------------------------------------------------
     def statistics(self, name: str, version: str) -> list[ModelStats]:

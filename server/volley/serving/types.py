@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from volley.telemetry.tracing import RequestTrace
+
 #: A request or tensor parameter's value, as plain Python (the protocol's bool/int/str/float).
 ParamValue = bool | int | str | float
 
@@ -49,6 +51,8 @@ class InferenceRequest:
     parameters: dict[str, ParamValue] | None = None
     #: Request metadata the service asked transports to keep (``header_keys``).
     headers: dict[str, str] | None = None
+    #: The request's server span when it is traced (the service ends it).
+    trace: RequestTrace | None = None
 
 
 class OutputTensor(NamedTuple):
@@ -57,6 +61,9 @@ class OutputTensor(NamedTuple):
     name: str
     datatype: str
     array: np.ndarray
+    #: Set when the output was written into a shared memory region: its parameters
+    #: (``shared_memory_region``, ``shared_memory_offset``, ``shared_memory_byte_size``).
+    shm: dict[str, ParamValue] | None = None
 
 
 @dataclass(slots=True, eq=False)

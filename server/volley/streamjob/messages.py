@@ -65,7 +65,7 @@ def request_from_message(
 def response_message(response: InferenceResponse) -> bytes:
     """The v2 JSON of a response."""
     outputs = []
-    for name, datatype, array in response.outputs:
+    for name, datatype, array, _shm in response.outputs:
         flat = array.reshape(-1)
         data = (
             [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]

@@ -14,6 +14,7 @@ from volley._proto.inference import model_config_pb2 as mc
 from volley.errors import InvalidArgument, NotFound, Unavailable
 from volley.frontend.http.api import HttpApi, Reply
 from volley.frontend.http.boundary import BodyTooLarge
+from volley.serving.shm import SharedMemory
 from volley.serving.types import (
     IndexEntry,
     InferenceRequest,
@@ -24,6 +25,7 @@ from volley.serving.types import (
     TensorMetadata,
 )
 from volley.telemetry.stats import ModelStats
+from volley.telemetry.tracing import TraceConfig, Tracing
 
 
 class FakeService:
@@ -37,6 +39,8 @@ class FakeService:
         self.loaded: list[tuple[str, dict[str, Any]]] = []
         self.unloaded: list[str] = []
         self.fail: BaseException | None = None
+        self.tracing = Tracing(TraceConfig())
+        self.shm = SharedMemory()
 
     def server_ready(self) -> bool:
         return self.ready
@@ -173,10 +177,11 @@ async def test_unknown_model_is_404_with_tritons_message(service: FakeService) -
         ("POST", "/v2/models/m/config", 405),
         ("DELETE", "/v2/models/stats", 405),
         ("GET", "/v2/repository/index", 405),
-        ("GET", "/v2/systemsharedmemory/status", 501),
+        ("PUT", "/v2/systemsharedmemory/status", 405),
+        ("GET", "/v2/systemsharedmemory/region/r/register", 405),
         ("POST", "/v2/cudasharedmemory/region/r/register", 501),
-        ("GET", "/v2/trace/setting", 501),
-        ("GET", "/v2/logging", 501),
+        ("DELETE", "/v2/trace/setting", 405),
+        ("PUT", "/v2/logging", 405),
         ("POST", "/v2/models/m/generate", 501),
         ("POST", "/v2/repository/other/index", 501),
     ],

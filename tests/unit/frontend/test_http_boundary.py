@@ -14,6 +14,7 @@ from volley.frontend.http.boundary import BodyTooLarge, to_http
 EXPECTED = {
     Status.INVALID_ARGUMENT: 400,
     Status.NOT_FOUND: 404,
+    Status.ALREADY_EXISTS: 409,
     Status.UNAVAILABLE: 503,
     Status.RESOURCE_EXHAUSTED: 429,
     Status.DEADLINE_EXCEEDED: 504,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from multiprocessing import shared_memory
+
 import numpy as np
 import pytest
 
 from volley.errors import InvalidArgument, Unimplemented
 from volley.model.spec import ModelSpec, TensorSpec
 from volley.serving import codec
+from volley.serving.shm import SharedMemory
 from volley.serving.types import (
     InferenceRequest,
     InputTensor,
@@ -179,7 +183,7 @@ def test_unknown_requested_output() -> None:
 
 @pytest.mark.parametrize(
     "parameters",
-    [{"classification": 2}, {"shared_memory_region": "r"}],
+    [{"classification": 2}, {"shared_memory_region": "r", "shared_memory_byte_size": 8}],
 )
 def test_unsupported_output_parameters(parameters: dict[str, ParamValue]) -> None:
     with pytest.raises(Unimplemented):
@@ -234,11 +238,77 @@ def test_byte_size_mismatch() -> None:
         codec.decode(req, BATCHED)
 
 
-def test_shared_memory_input_is_unimplemented() -> None:
+@pytest.mark.parametrize(
+    ("parameters", "match"),
+    [
+        ({"shared_memory_region": "region"}, "shared_memory_byte_size"),
+        ({"shared_memory_region": 3, "shared_memory_byte_size": 4}, "region name"),
+        ({"shared_memory_region": "r", "shared_memory_byte_size": 4, "shared_memory_offset": -1},
+         "shared_memory_offset"),
+    ],
+)  # fmt: skip
+def test_malformed_shared_memory_parameters(parameters: dict[str, ParamValue], match: str) -> None:
     req = request()
-    req.inputs[0].parameters = {"shared_memory_region": "region"}
-    with pytest.raises(Unimplemented, match="shared memory"):
-        codec.decode(req, BATCHED)
+    req.inputs[0].raw = None
+    req.inputs[0].parameters = parameters
+    with pytest.raises(InvalidArgument, match=match):
+        codec.decode(req, BATCHED, SharedMemory())
+
+
+@pytest.fixture
+def region() -> Iterator[tuple[SharedMemory, memoryview]]:
+    block = shared_memory.SharedMemory(create=True, size=256)
+    regions = SharedMemory()
+    regions.register("r", "/" + block.name.lstrip("/"), 0, 256)
+    yield regions, block.buf
+    regions.close()
+    block.close()
+    block.unlink()
+
+
+def test_inputs_and_outputs_in_shared_memory(region: tuple[SharedMemory, memoryview]) -> None:
+    regions, buf = region
+    req = request()
+    first = req.inputs[0]
+    buf[16:28] = np.array([[0.25, 0.5, 1.0]], np.float32).tobytes()
+    first.raw = None
+    first.parameters = {
+        "shared_memory_region": "r",
+        "shared_memory_offset": 16,
+        "shared_memory_byte_size": 12,
+    }
+    req.outputs = [
+        RequestedOutput(
+            "second",
+            {"shared_memory_region": "r", "shared_memory_byte_size": 8, "shared_memory_offset": 64},
+        ),
+        RequestedOutput("first"),
+    ]
+    decoded = codec.decode(req, BATCHED, regions)
+    assert decoded.request.inputs["a"].tolist() == [[0.25, 0.5, 1.0]]
+    assert decoded.shm_outputs == {"second": ("r", 64, 8)}
+    response = codec.encode(
+        BATCHED, "1", "", arrays(), decoded.outputs, decoded.shm_outputs, regions
+    )
+    second, first_out = response.outputs
+    assert second.shm == {
+        "shared_memory_region": "r",
+        "shared_memory_offset": 64,
+        "shared_memory_byte_size": 8,
+    }
+    assert np.frombuffer(buf[64:72], np.int32).tolist() == [1, 2]
+    assert first_out.shm is None
+
+    too_small = {"second": ("r", 64, 4)}
+    with pytest.raises(InvalidArgument, match="too small"):
+        codec.encode(BATCHED, "1", "", arrays(), ["second"], too_small, regions)
+    first.raw = b"\0\0\0\0"
+    with pytest.raises(InvalidArgument, match="also carries data"):
+        codec.decode(req, BATCHED, regions)
+    first.raw = None
+    first.parameters["shared_memory_byte_size"] = 8
+    with pytest.raises(InvalidArgument, match="input 'a'"):
+        codec.decode(req, BATCHED, regions)
 
 
 def arrays() -> dict[str, np.ndarray]:

@@ -44,15 +44,12 @@ def request_from_pb(msg: pb.ModelInferRequest, arrival_ns: int) -> InferenceRequ
         raise msg.problem()  # a Malformed message from the lenient deserializer
     # Slices ([:]) of repeated fields are several times cheaper than iterating them.
     specs = msg.inputs[:]
-    raws = msg.raw_input_contents[:] if msg.raw_input_contents else None
+    raws: list[Any] | None = msg.raw_input_contents[:] if msg.raw_input_contents else None
     if raws is not None and len(raws) != len(specs):
-        raise InvalidArgument(
-            f"model '{msg.model_name}': raw_input_contents has {len(raws)} entries for "
-            f"{len(specs)} inputs (one entry per input, in input order)"
-        )
+        raws = _spread(raws, specs, msg.model_name)
     inputs: list[InputTensor] = []
     for index, tensor in enumerate(specs):
-        if raws is not None:
+        if raws is not None and raws[index] is not None:
             if tensor.HasField("contents"):
                 raise InvalidArgument(
                     f"contents field must not be specified when using raw_input_contents "
@@ -76,6 +73,21 @@ def request_from_pb(msg: pb.ModelInferRequest, arrival_ns: int) -> InferenceRequ
     if msg.parameters:
         request.parameters = params_from_pb(msg.parameters, request=True)
     return request
+
+
+def _spread(
+    raws: list[Any], specs: list[pb.ModelInferRequest.InferInputTensor], model: str
+) -> list[bytes | None]:
+    """``raw_input_contents`` for a request whose inputs in shared memory carry no entry:
+    one per input, None where the input names a region."""
+    in_shm = ["shared_memory_region" in t.parameters for t in specs]
+    if len(raws) != in_shm.count(False):
+        raise InvalidArgument(
+            f"model '{model}': raw_input_contents has {len(raws)} entries for "
+            f"{len(specs)} inputs (one entry per input not in shared memory, in input order)"
+        )
+    given = iter(raws)
+    return [None if shm else next(given) for shm in in_shm]
 
 
 def contents_values(datatype: str, contents: pb.InferTensorContents, name: str) -> Any:
@@ -119,11 +131,28 @@ def response_to_pb(response: InferenceResponse) -> pb.ModelInferResponse:
     )
     add = msg.outputs.add
     raw: list[bytes] = []
-    for name, datatype, array in response.outputs:
+    for name, datatype, array, shm in response.outputs:
+        if shm is not None:  # written into the client's shared memory region
+            out = add(name=name, datatype=datatype, shape=array.shape)
+            for key, value in shm.items():
+                _set_param(out.parameters[key], value)
+            raw.append(b"")
+            continue
         add(name=name, datatype=datatype, shape=array.shape)
         raw.append(tensors.to_raw(array, datatype))
     msg.raw_output_contents.extend(raw)
     return msg
+
+
+def _set_param(param: pb.InferParameter, value: ParamValue) -> None:
+    if isinstance(value, bool):
+        param.bool_param = value
+    elif isinstance(value, int):
+        param.int64_param = value
+    elif isinstance(value, float):
+        param.double_param = value
+    else:
+        param.string_param = value
 
 
 def server_metadata_to_pb(meta: ServerMetadata) -> pb.ServerMetadataResponse:

@@ -115,7 +115,9 @@ class GrpcFrontend:
                 *options.channel_args,
             ],
         )
-        add_inference_service(InferenceServicer(self._service, options.restrictions), server)
+        servicer = InferenceServicer(self._service, options.restrictions)
+        servicer.transport = f"grpc-{self.transport.value}"
+        add_inference_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(
             HealthServicer(self._service.server_ready, options.restrictions), server
         )

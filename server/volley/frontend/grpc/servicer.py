@@ -10,15 +10,24 @@ import grpc
 
 from volley._proto.inference import grpc_service_pb2 as pb
 from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from volley.errors import Unimplemented
+from volley.errors import InvalidArgument, Unimplemented
 from volley.frontend.grpc import convert, restriction
 from volley.frontend.grpc.boundary import guarded, to_status
 from volley.frontend.grpc.restriction import Restrictions
 from volley.serving.service import InferenceService
+from volley.serving.types import InferenceRequest
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 _monotonic_ns = time.monotonic_ns
+
+_NO_CUDA_SHM = (
+    "CUDA shared memory is not supported by this server; register system shared memory "
+    "(SystemSharedMemoryRegister) instead"
+)
+
+#: Metadata keys that carry a caller's W3C trace context.
+_TRACE_KEYS = frozenset(("traceparent", "tracestate"))
 
 
 def _headers(context: Ctx, keys: frozenset[str]) -> dict[str, str]:
@@ -42,6 +51,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._service = service
         #: Restricted API groups (checked by ``guarded``).
         self.restrictions = dict(restrictions or {})
+        #: The transport's name on request spans.
+        self.transport = "grpc"
 
     # -- health and metadata ------------------------------------------------------------------
     @guarded("health")
@@ -89,9 +100,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: Ctx
     ) -> pb.ModelInferResponse:
         req = convert.request_from_pb(request, _monotonic_ns())
-        if self._service.header_keys:
-            req.headers = _headers(context, self._service.header_keys)
-        return convert.response_to_pb(await self._service.infer(req))
+        service = self._service
+        if service.header_keys:
+            req.headers = _headers(context, service.header_keys)
+        if service.tracing.enabled:
+            req.trace = service.tracing.start(
+                _headers(context, _TRACE_KEYS),
+                "ModelInfer",
+                req.model_name,
+                req.id,
+                self.transport,
+                req.arrival_ns,
+            )
+        return convert.response_to_pb(await service.infer(req))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Ctx
@@ -103,9 +124,23 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             except Exception as exc:
                 code, message = to_status(exc)
                 await context.abort(code, message)
-        results = self._service.stream(
-            request_iterator, lambda msg: convert.request_from_pb(msg, _monotonic_ns())
-        )
+        tracing = self._service.tracing
+        trace_headers = _headers(context, _TRACE_KEYS) if tracing.enabled else {}
+
+        def to_request(msg: pb.ModelInferRequest) -> InferenceRequest:
+            req = convert.request_from_pb(msg, _monotonic_ns())
+            if tracing.enabled:
+                req.trace = tracing.start(
+                    trace_headers,
+                    "ModelStreamInfer",
+                    req.model_name,
+                    req.id,
+                    self.transport,
+                    req.arrival_ns,
+                )
+            return req
+
+        results = self._service.stream(request_iterator, to_request)
         async for result in results:
             if result.response is not None:
                 response = convert.response_to_pb(result.response)
@@ -154,35 +189,73 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._service.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
-    # -- extensions this server does not implement ----------------------------------------------
+    # -- shared memory ----------------------------------------------------------------------------
     @guarded("shared-memory")
-    async def SystemSharedMemoryStatus(self, request: Any, context: Ctx) -> Any:
-        raise Unimplemented("system shared memory is not supported by this server")
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: Ctx
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in self._service.shm.status(request.name):
+            row = response.regions[region.name]
+            row.name, row.key = region.name, region.key
+            row.offset, row.byte_size = region.offset, region.byte_size
+        return response
 
     @guarded("shared-memory")
-    async def SystemSharedMemoryRegister(self, request: Any, context: Ctx) -> Any:
-        raise Unimplemented("system shared memory is not supported by this server")
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: Ctx
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self._service.shm.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
 
     @guarded("shared-memory")
-    async def SystemSharedMemoryUnregister(self, request: Any, context: Ctx) -> Any:
-        raise Unimplemented("system shared memory is not supported by this server")
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: Ctx
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self._service.shm.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
 
     @guarded("shared-memory")
     async def CudaSharedMemoryStatus(self, request: Any, context: Ctx) -> Any:
-        raise Unimplemented("CUDA shared memory is not supported by this server")
+        raise Unimplemented(_NO_CUDA_SHM)
 
     @guarded("shared-memory")
     async def CudaSharedMemoryRegister(self, request: Any, context: Ctx) -> Any:
-        raise Unimplemented("CUDA shared memory is not supported by this server")
+        raise Unimplemented(_NO_CUDA_SHM)
 
     @guarded("shared-memory")
     async def CudaSharedMemoryUnregister(self, request: Any, context: Ctx) -> Any:
-        raise Unimplemented("CUDA shared memory is not supported by this server")
+        raise Unimplemented(_NO_CUDA_SHM)
 
+    # -- trace and log settings -----------------------------------------------------------------
     @guarded("trace")
-    async def TraceSetting(self, request: Any, context: Ctx) -> Any:
-        raise Unimplemented("the trace extension is not supported by this server")
+    async def TraceSetting(
+        self, request: pb.TraceSettingRequest, context: Ctx
+    ) -> pb.TraceSettingResponse:
+        changes = {key: list(value.value) for key, value in request.settings.items()}
+        settings = self._service.trace_settings(request.model_name, changes)
+        response = pb.TraceSettingResponse()
+        for key, values in settings.items():
+            response.settings[key].value.extend(values)
+        return response
 
     @guarded("logging")
-    async def LogSettings(self, request: Any, context: Ctx) -> Any:
-        raise Unimplemented("the logging extension is not supported by this server")
+    async def LogSettings(
+        self, request: pb.LogSettingsRequest, context: Ctx
+    ) -> pb.LogSettingsResponse:
+        changes: dict[str, bool | int | str] = {}
+        for key, value in request.settings.items():
+            choice = value.WhichOneof("parameter_choice")
+            if choice is None:
+                raise InvalidArgument(f"log setting '{key}' has no value")
+            changes[key] = getattr(value, choice)
+        response = pb.LogSettingsResponse()
+        for key, setting in self._service.log_settings(changes).items():
+            target = response.settings[key]
+            if isinstance(setting, bool):
+                target.bool_param = setting
+            elif isinstance(setting, int):
+                target.uint32_param = setting
+            else:
+                target.string_param = setting
+        return response

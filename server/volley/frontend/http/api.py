@@ -26,13 +26,16 @@ COMPRESS_MIN_BYTES = 1024
 
 _monotonic_ns = time.monotonic_ns
 
+#: Headers that carry a caller's W3C trace context.
+_TRACE_KEYS = ("traceparent", "tracestate")
+
 _MODEL = re.compile(
     r"/v2/models/([^/]+)(?:/versions/([^/]+))?"
     r"(?:/(infer|ready|config|stats|monitoring|generate|generate_stream|trace/setting))?"
 )
 _REPOSITORY = re.compile(r"/v2/repository(?:/([^/]+))?/(?:(index)|models/([^/]+)/(load|unload))")
 _SHARED_MEMORY = re.compile(
-    r"/v2/(systemsharedmemory|cudasharedmemory)(?:/region/[^/]+)?/(?:status|register|unregister)"
+    r"/v2/(systemsharedmemory|cudasharedmemory)(?:/region/([^/]+))?/(status|register|unregister)"
 )
 
 Headers = Mapping[str, str]
@@ -93,6 +96,8 @@ class HttpApi:
                     if method != "POST":
                         return _NOT_ALLOWED
                     return await self._infer(name, version, headers, read)
+                if kind == "trace/setting":
+                    return await self._trace_setting(name, method, headers, read)
                 return self._model_get(method, name, version, kind)
         elif path in ("/v2", "/v2/"):
             if method != "GET":
@@ -114,20 +119,24 @@ class HttpApi:
                 if repository:
                     raise Unimplemented("'repository_name' specification is not supported")
                 return await self._repository(index, name or "", action, headers, read)
-        elif _SHARED_MEMORY.fullmatch(path):
-            raise Unimplemented("shared memory is not supported by this server")
+        elif (match := _SHARED_MEMORY.fullmatch(path)) is not None:
+            kind, region, action = match.groups()
+            if kind == "cudasharedmemory":
+                raise Unimplemented(
+                    "CUDA shared memory is not supported by this server; register system "
+                    "shared memory (/v2/systemsharedmemory/region/NAME/register) instead"
+                )
+            return await self._shared_memory(method, region or "", action, headers, read)
         elif path == "/v2/trace/setting":
-            raise Unimplemented("the trace extension is not supported by this server")
+            return await self._trace_setting("", method, headers, read)
         elif path == "/v2/logging":
-            raise Unimplemented("the logging extension is not supported by this server")
+            return await self._logging(method, headers, read)
         return _NOT_FOUND
 
     # -- models ---------------------------------------------------------------------------------
     def _model_get(self, method: str, name: str, version: str, kind: str | None) -> Reply:
         if kind in ("generate", "generate_stream"):
             raise Unimplemented("the generate extension is not supported by this server")
-        if kind == "trace/setting":
-            raise Unimplemented("the trace extension is not supported by this server")
         if method != "GET":
             return _NOT_ALLOWED
         service = self._service
@@ -156,10 +165,17 @@ class HttpApi:
         head, rest = binary.split_body(body, headers.get(binary.HEADER_LENGTH))
         doc = convert.loads(head)
         parsed = convert.request_from_json(doc, binary.BinaryReader(rest), name, version, arrival)
-        keys = self._service.header_keys
+        service = self._service
+        keys = service.header_keys
         if keys:  # request headers the service keeps (the audit log's allow-list)
             parsed.request.headers = {k: v for k in keys if (v := headers.get(k)) is not None}
-        response = await self._service.infer(parsed.request)
+        if service.tracing.enabled:
+            req = parsed.request
+            trace_headers = {k: v for k in _TRACE_KEYS if (v := headers.get(k)) is not None}
+            req.trace = service.tracing.start(
+                trace_headers, "POST /v2/models/{name}/infer", name, req.id, "http", arrival
+            )
+        response = await service.infer(parsed.request)
         header, blobs = convert.response_to_json(
             response, parsed.binary_default, parsed.binary_outputs
         )
@@ -178,6 +194,75 @@ class HttpApi:
         if content_encoding:
             body = encoding.decompress(body, content_encoding, self._max_body)
         return body
+
+    # -- shared memory ----------------------------------------------------------------------------
+    async def _shared_memory(
+        self, method: str, region: str, action: str, headers: Headers, read: BodyReader
+    ) -> Reply:
+        shm = self._service.shm
+        if action == "status":
+            if method != "GET":
+                return _NOT_ALLOWED
+            return json_reply(
+                [
+                    {"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size}
+                    for r in shm.status(region)
+                ]
+            )
+        if method != "POST":
+            return _NOT_ALLOWED
+        if action == "unregister":
+            shm.unregister(region)
+            return Reply(200, b"", {"content-type": "application/json"})
+        if not region:
+            return _NOT_FOUND
+        doc = await self._settings_body(method, headers, read)
+        key, offset, size = doc.get("key"), doc.get("offset", 0), doc.get("byte_size")
+        if type(key) is not str:
+            raise InvalidArgument("shared memory registration needs 'key', a string")
+        if type(offset) is not int or type(size) is not int:
+            raise InvalidArgument("shared memory 'offset' and 'byte_size' must be integers")
+        shm.register(region, key, offset, size)
+        return Reply(200, b"", {"content-type": "application/json"})
+
+    # -- trace and log settings -------------------------------------------------------------------
+    async def _settings_body(self, method: str, headers: Headers, read: BodyReader) -> Any:
+        if method == "GET":
+            return None
+        body = await self._body(headers, read)
+        doc = convert.loads(body) if body.strip() else {}
+        if type(doc) is not dict:
+            raise InvalidArgument("the request body must be a JSON object")
+        return doc
+
+    async def _trace_setting(
+        self, model: str, method: str, headers: Headers, read: BodyReader
+    ) -> Reply:
+        if method not in ("GET", "POST"):
+            return _NOT_ALLOWED
+        doc = await self._settings_body(method, headers, read)
+        changes: dict[str, list[str] | None] | None = None
+        if doc:
+            changes = {}
+            for key, value in doc.items():
+                if value is None:
+                    changes[key] = None
+                elif type(value) is list and all(type(v) is str for v in value):
+                    changes[key] = value
+                elif type(value) is str:
+                    changes[key] = [value]
+                else:
+                    raise InvalidArgument(
+                        f"trace setting '{key}' must be a string, a list of strings or null"
+                    )
+        settings = self._service.trace_settings(model, changes)
+        return json_reply({k: v if k == "trace_level" else v[0] for k, v in settings.items()})
+
+    async def _logging(self, method: str, headers: Headers, read: BodyReader) -> Reply:
+        if method not in ("GET", "POST"):
+            return _NOT_ALLOWED
+        doc = await self._settings_body(method, headers, read)
+        return json_reply(self._service.log_settings(doc or None))
 
     # -- repository -------------------------------------------------------------------------------
     async def _repository(

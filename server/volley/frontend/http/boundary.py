@@ -15,6 +15,7 @@ _CODES: dict[Status, int] = {
     Status.UNKNOWN: 400,
     Status.INVALID_ARGUMENT: 400,
     Status.NOT_FOUND: 404,
+    Status.ALREADY_EXISTS: 409,
     Status.UNAVAILABLE: 503,
     Status.RESOURCE_EXHAUSTED: 429,
     Status.DEADLINE_EXCEEDED: 504,

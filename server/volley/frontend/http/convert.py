@@ -242,8 +242,12 @@ def response_to_json(
     """The JSON header of an inference response and its binary outputs, in output order."""
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for name, datatype, array in response.outputs:
+    for name, datatype, array, shm in response.outputs:
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if shm is not None:  # written into the client's shared memory region
+            entry["parameters"] = dict(shm)
+            outputs.append(entry)
+            continue
         wanted = binary_default if binary_outputs is None else binary_outputs.get(name, False)
         if wanted:
             raw = tensors.to_raw(array, datatype)
