@@ -98,6 +98,107 @@ def _run_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="score a file of rows through a model offline (in-process, or a server with --url)",
+    )
+    p.add_argument("--model-repository", type=Path, help="load the model from here (no server)")
+    p.add_argument("-m", "--model", required=True, help="the model to run")
+    p.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="a .parquet, .csv, .jsonl or .npy file, or a directory of them (read in name "
+        "order; a directory of <INPUT>.npy files feeds each file to its input)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="a .parquet file (a column per output plus 'row') or a .npy file (one output)",
+    )
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="COLUMN=INPUT",
+        help="feed a column (a .npy file's array: 'file') to a model input; repeatable "
+        "(default: the column named like the input)",
+    )
+    p.add_argument(
+        "--url", metavar="HOST:PORT", help="send to a running server (KServe v2 gRPC) instead"
+    )
+    p.add_argument(
+        "--batch-rows",
+        type=int,
+        help="rows per request (default: the model's max_batch_size, or 64)",
+    )
+    p.add_argument(
+        "--chunk-rows",
+        type=int,
+        help="rows per output part, the unit --resume skips (default: about 8192)",
+    )
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    p.add_argument(
+        "--output-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="write only this output; repeatable (a .npy output needs one if the model has "
+        "several)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted job: skip the chunks whose parts are already written",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--log-level", default="WARNING")
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    from volley.batchjob.errors import BatchError
+    from volley.batchjob.fields import parse_mapping
+    from volley.batchjob.runner import BatchOptions, run_batch
+    from volley.errors import VolleyError
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        mapping = parse_mapping(args.map)
+    except BatchError as exc:
+        print(f"volley batch: {exc.message}", file=sys.stderr)
+        return 2
+    options = BatchOptions(
+        input=args.input,
+        output=args.output,
+        model=args.model,
+        repository=args.model_repository,
+        url=args.url,
+        mapping=mapping,
+        batch_rows=args.batch_rows,
+        chunk_rows=args.chunk_rows,
+        concurrency=args.concurrency,
+        output_names=args.output_name,
+        resume=args.resume,
+        quiet=args.quiet,
+    )
+    try:
+        asyncio.run(run_batch(options))
+    except (BatchError, VolleyError) as exc:
+        print(f"volley batch: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "volley batch: interrupted; the chunks written so far are kept: rerun with --resume",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
 def _perf_parser(sub: Any) -> None:
     from volley_perf.cli import add_arguments
 
@@ -114,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _repo_parser(sub)
     _stream_parser(sub)
+    _batch_parser(sub)
     _perf_parser(sub)
     return parser
 
@@ -137,10 +239,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"volley serve: invalid settings: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from volley.telemetry import logs
+
+    logs.configure(settings.log_level, settings.log_format.value)
     if settings.load_model and settings.model_control_mode.value != "explicit":
         print("volley serve: --load-model needs --model-control-mode explicit", file=sys.stderr)
         return 2
@@ -183,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_repo(args)
     if args.command == "stream":
         return _run_stream(args)
+    if args.command == "batch":
+        return _run_batch(args)
     if args.command == "perf":
         from volley_perf.cli import run
 

@@ -1,0 +1,1 @@
+"""``volley batch``: score a file of rows through a model offline, resumably, in chunks."""
