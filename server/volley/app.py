@@ -24,6 +24,7 @@ from volley.serving.registry import Registry
 from volley.serving.service import InferenceService
 from volley.settings import ControlMode, ServerSettings
 from volley.telemetry.audit import AuditLog, open_sink
+from volley.telemetry.gpu import GpuMetrics
 from volley.telemetry.logs import LogControl
 from volley.telemetry.metrics import MetricsServer, VolleyCollector
 from volley.telemetry.tracing import TraceConfig, Tracing, build_exporter
@@ -169,11 +170,15 @@ class VolleyServer:
         if settings.allow_http:
             self._http = HttpFrontend(self.service, settings.http_address, settings.http_port)
         self._metrics: MetricsServer | None = None
+        self._gpu_metrics: GpuMetrics | None = None
         if settings.allow_metrics:
+            if settings.allow_gpu_metrics:
+                self._gpu_metrics = GpuMetrics()
             collector = VolleyCollector(
                 self.service.model_snapshots,
                 self.manager.stats,
                 {"grpc": self._grpc.transport.value},
+                self._gpu_metrics,
             )
             self._metrics = MetricsServer(
                 collector, settings.metrics_address, settings.metrics_port
@@ -263,6 +268,8 @@ class VolleyServer:
             await self._audit.stop()
         if self._metrics is not None:
             self._metrics.stop()
+        if self._gpu_metrics is not None:
+            self._gpu_metrics.close()
         await asyncio.to_thread(self.service.tracing.shutdown)
         self.service.shm.close()
         self.service.live = False

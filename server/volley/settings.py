@@ -112,6 +112,10 @@ class ServerSettings(BaseSettings):
     metrics_port: int = Field(
         8002, ge=0, le=65535, description="Port of GET /metrics; 0 picks a free port."
     )
+    allow_gpu_metrics: bool = Field(
+        True,
+        description="Export GPU utilisation, memory and power (nv_gpu_*) when NVML finds a GPU.",
+    )
     max_inflight_requests: int = Field(
         2048,
         ge=0,

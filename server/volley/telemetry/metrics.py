@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from volley.telemetry.gpu import GpuMetrics
 from volley.telemetry.stats import FAILURE_REASONS, Histogram, ModelStats, ServerStats
 
 log = logging.getLogger("volley.telemetry")
@@ -60,17 +61,22 @@ def _float(value: float) -> str:
 
 
 class VolleyCollector(Collector):
-    """Reads the statistics of every served model version, and the server's, at scrape time."""
+    """Reads the statistics of every served model version, and the server's, at scrape time.
+
+    With ``gpu``, each GPU's ``nv_gpu_*`` and ``nv_energy_consumption`` samples are added.
+    """
 
     def __init__(
         self,
         models: Callable[[], Iterable[ModelSnapshot]],
         server: ServerStats,
         transports: dict[str, str],
+        gpu: GpuMetrics | None = None,
     ) -> None:
         self._models = models
         self._server = server
         self._transports = transports
+        self._gpu = gpu
 
     def collect(self) -> Iterator[Metric]:
         snapshots = list(self._models())
@@ -152,6 +158,8 @@ class VolleyCollector(Collector):
         yield from (pending, depth, memory, request_h, queue_h, compute_h, batch_h)
         yield from (drift, outliers, monitored)
         yield from self._server_families()
+        if self._gpu is not None:
+            yield from self._gpu.collect()
 
     def _server_families(self) -> Iterator[Metric]:
         server = self._server
