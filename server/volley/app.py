@@ -17,6 +17,7 @@ from volley.frontend.grpc.server import GrpcFrontend, GrpcOptions, TlsFiles
 from volley.frontend.http.server import HttpFrontend
 from volley.memory.budget import parse_budgets
 from volley.memory.manager import MemoryManager
+from volley.serving.cache import ResponseCache, parse_cache_config
 from volley.serving.lifecycle import ModelManager
 from volley.serving.monitor import MonitorSettings, run_monitors
 from volley.serving.poller import RepositoryPoller
@@ -137,6 +138,9 @@ class VolleyServer:
             load_on_demand=settings.load_on_demand,
             load_timeout_s=settings.model_load_timeout_secs,
         )
+        cache_bytes = parse_cache_config(settings.cache_config)
+        if cache_bytes:
+            self.service.cache = ResponseCache(cache_bytes)
         self.service.log_requests = settings.log_requests
         self.service.logs = LogControl(settings.log_format.value)
         trace_config = TraceConfig.resolve(
@@ -179,6 +183,7 @@ class VolleyServer:
                 self.manager.stats,
                 {"grpc": self._grpc.transport.value},
                 self._gpu_metrics,
+                self.service.release_snapshot,
             )
             self._metrics = MetricsServer(
                 collector, settings.metrics_address, settings.metrics_port
@@ -270,6 +275,7 @@ class VolleyServer:
             self._metrics.stop()
         if self._gpu_metrics is not None:
             self._gpu_metrics.close()
+        await self.service.shadows.stop()
         await asyncio.to_thread(self.service.tracing.shutdown)
         self.service.shm.close()
         self.service.live = False

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from volley.memory.budget import parse_budgets
+from volley.serving.cache import parse_cache_config
 from volley.telemetry.tracing import EXPORTERS, PROTOCOLS
 
 
@@ -171,6 +172,11 @@ class ServerSettings(BaseSettings):
     exit_timeout_secs: float = Field(
         30.0, ge=0, description="Grace period for in-flight requests when shutting down."
     )
+    cache_config: list[str] = Field(
+        default_factory=list,
+        description="Response cache, as Triton's: local,size=BYTES (used by models whose "
+        "config enables response_cache).",
+    )
     strict_model_config: bool = Field(
         False, description="Disable auto-complete of model configs from the model files."
     )
@@ -289,6 +295,12 @@ class ServerSettings(BaseSettings):
     def _check_protocol(cls, value: str | None) -> str | None:
         if value is not None and value not in PROTOCOLS:
             raise ValueError(f"expected one of {', '.join(PROTOCOLS)}")
+        return value
+
+    @field_validator("cache_config")
+    @classmethod
+    def _check_cache(cls, value: list[str]) -> list[str]:
+        parse_cache_config(value)
         return value
 
     @model_validator(mode="after")

@@ -184,6 +184,9 @@ def test_errors(client: httpclient.InferenceServerClient) -> None:
     assert "explicit model load" in info.value.message()
 
     with pytest.raises(InferenceServerException) as info:
-        client.get_system_shared_memory_status()
+        client.get_cuda_shared_memory_status()
     assert info.value.status() == "501"
+    with pytest.raises(InferenceServerException) as info:
+        client.register_system_shared_memory("r", "/volley_no_such_object", 8)
+    assert info.value.status() == "400" and "unable to open" in info.value.message()
     assert client.is_server_live()  # unharmed

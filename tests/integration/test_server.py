@@ -202,9 +202,14 @@ async def test_statistics_and_repository_index(example_repo: Path) -> None:
 async def test_unimplemented_and_mode_errors(example_repo: Path) -> None:
     async with running_server(example_repo) as (_, stub, _ch):
         await expect_error(
-            stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()),
+            stub.CudaSharedMemoryStatus(pb.CudaSharedMemoryStatusRequest()),
             grpc.StatusCode.UNIMPLEMENTED,
-            "shared memory",
+            "CUDA shared memory",
+        )
+        await expect_error(
+            stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest(name="nope")),
+            grpc.StatusCode.NOT_FOUND,
+            "'nope'",
         )
         await expect_error(
             stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="simple")),

@@ -30,6 +30,8 @@ class LoadedModel:
     instances: list[ModelInstance]
     #: Bytes measured at load time, by (memory type, device id): ("CPU", 0), ("GPU", 1), ...
     memory_bytes: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: False when the model may answer the same inputs differently (random operators).
+    deterministic: bool = True
 
     def close(self) -> None:
         """Release every instance."""

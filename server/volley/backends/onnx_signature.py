@@ -30,6 +30,35 @@ ONNX_DATATYPES: Final[dict[int, str]] = {
 }
 
 
+#: ONNX operators whose results are random: a model holding one is never answered from cache.
+RANDOM_OPS: Final[frozenset[str]] = frozenset(
+    (
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+    )
+)
+
+
+def has_random_ops(path: Path) -> bool:
+    """True when the graph (or a subgraph) of an ONNX file holds a random-number operator."""
+    model = onnx.load(str(path), load_external_data=False)
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            if node.op_type in RANDOM_OPS:
+                return True
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+    return False
+
+
 def read_onnx_io(path: Path) -> ModelIO:
     """Read the input/output signature of an ONNX file without loading external weights."""
     try:

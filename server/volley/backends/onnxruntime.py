@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from volley.backends.base import Backend, LoadedModel, ModelInstance
-from volley.backends.onnx_signature import read_onnx_io
+from volley.backends.onnx_signature import has_random_ops, read_onnx_io
 from volley.errors import ConfigError, InvalidArgument
 from volley.model.signature import ModelIO
 from volley.model.spec import Accelerator, ModelSpec, TensorSpec
@@ -198,7 +198,10 @@ class OnnxRuntimeBackend(Backend):
             ) from exc
         log.info("loaded %s with %d instance(s)", model_path, len(instances))
         # what it holds is measured by the caller, around the load (memory/probe.py)
-        return LoadedModel(instances=instances)
+        loaded = LoadedModel(instances=instances)
+        if spec.config.response_cache.enable:
+            loaded.deterministic = not has_random_ops(model_path)
+        return loaded
 
     def check_input(self, name: str, datatype: str, array: np.ndarray) -> None:
         """ONNX string tensors hold text: every BYTES element must be UTF-8."""

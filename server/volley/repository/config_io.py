@@ -123,13 +123,18 @@ def parse_pbtxt(text: str, *, path: str = "<config>") -> mc.ModelConfig:
 
 
 def parse_yaml(text: str, *, path: str = "<config>") -> mc.ModelConfig:
-    """Parse a YAML document with the ``ModelConfig`` schema (anchors and aliases refused:
-    a few lines of aliases can expand into billions of nodes)."""
+    """Parse a YAML document with the ``ModelConfig`` schema."""
+    return parse_mapping(safe_yaml(text, path=path), path=path)
+
+
+def safe_yaml(text: str, *, path: str) -> object:
+    """A YAML document's data (anchors and aliases refused: a few lines of aliases can expand
+    into billions of nodes)."""
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent):
                 raise ConfigError(
-                    "YAML aliases (*name) are not accepted in a model configuration",
+                    "YAML aliases (*name) are not accepted here",
                     path=path,
                     hint="write the values out in full",
                 )
@@ -141,7 +146,7 @@ def parse_yaml(text: str, *, path: str = "<config>") -> mc.ModelConfig:
         raise ConfigError(
             f"invalid YAML{where}: {problem}", path=path, hint="fix the YAML syntax"
         ) from exc
-    return parse_mapping(data, path=path)
+    return data
 
 
 def parse_json(text: str, *, path: str = "<config>") -> mc.ModelConfig:

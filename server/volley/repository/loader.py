@@ -10,6 +10,7 @@ from volley.errors import ConfigError
 from volley.model.spec import ModelSpec
 from volley.repository import autocomplete, config_io, layout, normalize, policy
 from volley.repository.autocomplete import SignatureReader
+from volley.repository.traffic import TRAFFIC_FILE, TrafficPolicy, check_versions, read_traffic
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class LoadedConfig:
     versions: dict[int, Path]
     #: The hot-path view of ``config``.
     spec: ModelSpec
+    #: The release policy (``traffic.yaml`` or the load request's), if any.
+    traffic: TrafficPolicy | None = None
 
 
 def load_model_config(
@@ -32,12 +35,14 @@ def load_model_config(
     default_max_batch_size: int = 4,
     auto_complete: bool = True,
     override: mc.ModelConfig | None = None,
+    traffic_override: TrafficPolicy | None = None,
 ) -> LoadedConfig:
     """Read, auto-complete, normalize and validate the model in ``model_dir``.
 
     ``read_signature`` asks the model's backend for a file's signature (auto-complete);
     ``gpu_count`` is the number of visible GPUs (resolves ``KIND_AUTO``);
-    ``override`` replaces the configuration file (``RepositoryModelLoad``'s ``config``);
+    ``override`` replaces the configuration file (``RepositoryModelLoad``'s ``config``) and
+    ``traffic_override`` the traffic file (its ``traffic``);
     ``default_max_batch_size`` is what auto-complete gives a batchable model without a
     ``max_batch_size``; with ``auto_complete`` False the configuration is only checked against
     the model file, never extended. Every failure is a ``ConfigError`` naming the file at
@@ -65,6 +70,14 @@ def load_model_config(
             f"{model_dir.name}/1/{config.default_model_filename}",
         )
     selected = policy.select_versions(config.version_policy, available, path=config_path)
+    release: TrafficPolicy | None
+    if traffic_override is not None:
+        release, release_path = traffic_override, "the load request's traffic"
+    else:
+        release, release_path = read_traffic(model_dir), str(model_dir / TRAFFIC_FILE)
+    if release is not None:
+        check_versions(release, set(available), release_path)
+        selected = sorted(set(selected) | release.versions())
     if not selected:
         have = ", ".join(str(v) for v in available)
         raise ConfigError(
@@ -89,7 +102,7 @@ def load_model_config(
         spec = ModelSpec.from_config(config)
     except ConfigError as exc:
         raise ConfigError(exc.message, path=exc.path or config_path, hint=exc.hint) from exc
-    return LoadedConfig(config=config, versions=versions, spec=spec)
+    return LoadedConfig(config=config, versions=versions, spec=spec, traffic=release)
 
 
 def _model_files(config: mc.ModelConfig, version_dirs: dict[int, Path]) -> dict[int, Path]:

@@ -35,6 +35,7 @@ from volley.memory.manager import MemoryManager, Usage
 from volley.memory.probe import Probes
 from volley.repository import layout, watcher
 from volley.repository.loader import LoadedConfig, load_model_config
+from volley.repository.traffic import TrafficPolicy
 from volley.scheduler.batcher import DynamicBatcher
 from volley.serving.monitor import ModelMonitor, MonitorSettings
 from volley.serving.registry import ModelEntry, ModelState, ModelVersion, Registry
@@ -81,6 +82,16 @@ def _without_scheduling(config: mc.ModelConfig) -> bytes:
     for name in _SCHEDULING_FIELDS:
         stripped.ClearField(name)  # type: ignore[arg-type]
     return stripped.SerializeToString(deterministic=True)
+
+
+def _cacheable(mv: ModelVersion) -> bool:
+    """The response cache may answer for ``mv``: enabled, and deterministic (see cache.py)."""
+    spec = mv.spec
+    if not spec.config.response_cache.enable:
+        return False
+    if spec.parameters.get("volley.nondeterministic", "").lower() == "true":
+        return False
+    return mv.loaded is None or mv.loaded.deterministic
 
 
 class ModelManager:
@@ -171,27 +182,37 @@ class ModelManager:
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
     # -- load ----------------------------------------------------------------------------------
-    async def load(self, name: str, config: mc.ModelConfig | None = None) -> None:
+    async def load(
+        self,
+        name: str,
+        config: mc.ModelConfig | None = None,
+        traffic: TrafficPolicy | None = None,
+    ) -> None:
         """Load or update every version of ``name`` the policy selects (``config`` overrides
-        the configuration file). Finishes even if the caller is cancelled."""
-        await asyncio.shield(asyncio.ensure_future(self._load(name, config)))
+        the configuration file, ``traffic`` the traffic file). Finishes even if the caller is
+        cancelled."""
+        await asyncio.shield(asyncio.ensure_future(self._load(name, config, traffic)))
 
-    async def _load(self, name: str, override: mc.ModelConfig | None) -> None:
+    async def _load(
+        self, name: str, override: mc.ModelConfig | None, traffic: TrafficPolicy | None = None
+    ) -> None:
         async with self._lock(name):
             self._loading.add(name)
             try:
                 if self.memory is None:
-                    await self._load_locked(name, override)
+                    await self._load_locked(name, override, traffic)
                 else:
                     # With budgets, loads run one at a time, reading the configuration
                     # included (it parses the model file), so that each measured footprint
                     # is the load's own.
                     async with self._measure_lock:
-                        await self._load_locked(name, override)
+                        await self._load_locked(name, override, traffic)
             finally:
                 self._loading.discard(name)
 
-    async def _load_locked(self, name: str, override: mc.ModelConfig | None) -> None:
+    async def _load_locked(
+        self, name: str, override: mc.ModelConfig | None, traffic: TrafficPolicy | None = None
+    ) -> None:
         dirs = self.model_dirs()
         if name not in dirs:
             raise ConfigError(f"failed to load '{name}': no such model in the repository")
@@ -210,6 +231,7 @@ class ModelManager:
                 default_max_batch_size=self._default_max_batch_size,
                 auto_complete=self._auto_complete,
                 override=override,
+                traffic_override=traffic,
             )
         except Exception as exc:
             version = _version_at_fault(exc, model_dir)
@@ -268,7 +290,11 @@ class ModelManager:
             )
         for mv in created:
             serving[mv.version] = mv
-        self.registry.publish(ModelEntry.of(name, serving))
+        self.registry.publish(
+            ModelEntry.of(
+                name, serving, traffic=cfg.traffic, router=old.router if old is not None else None
+            )
+        )
         self.stats.loads["success"] += 1
         log.info(
             "model '%s' serving versions %s (%d loaded, %d updated in place)",
@@ -296,6 +322,7 @@ class ModelManager:
         mv.stats = prev.stats
         mv.monitor = prev.monitor
         mv.loaded = prev.loaded
+        mv.cacheable = _cacheable(mv)
         batcher = DynamicBatcher(mv.spec, mv.loaded.instances, mv.stats, self._inline_execution_us)
         batcher.start()
         mv.scheduler = batcher
@@ -317,7 +344,14 @@ class ModelManager:
         if old is not None and old.default is not None:
             errors = dict(failed) or {v: reason for v, mv in old.versions.items() if mv.ready}
             self.registry.publish(
-                ModelEntry.of(name, old.versions, old.reason, {**old.load_errors, **errors})
+                ModelEntry.of(
+                    name,
+                    old.versions,
+                    old.reason,
+                    {**old.load_errors, **errors},
+                    old.traffic,
+                    old.router,
+                )
             )
             return
         versions = {mv.version: mv for mv in created or []}
@@ -395,6 +429,14 @@ class ModelManager:
             "model '%s' version %d holds %s on %s", mv.name, mv.version, format_bytes(size), device
         )
         mv.stats.memory_bytes.update(mv.loaded.memory_bytes)
+        mv.cacheable = _cacheable(mv)
+        if mv.spec.config.response_cache.enable and not mv.cacheable:
+            log.warning(
+                "model '%s' version %d asks for the response cache but is non-deterministic "
+                "(volley.nondeterministic or a random-number operator): not cached",
+                mv.name,
+                mv.version,
+            )
         if self._monitoring is not None:
             mv.monitor = ModelMonitor(
                 mv.name, mv.version, self._monitoring, model_dir / "reference.npz"
@@ -433,11 +475,12 @@ class ModelManager:
             mv.evicted = evicted
             if mv.state is ModelState.READY:
                 mv.state = ModelState.UNLOADING
-        self.registry.publish(ModelEntry.of(name, entry.versions))
+        traffic, router = entry.traffic, entry.router
+        self.registry.publish(ModelEntry.of(name, entry.versions, traffic=traffic, router=router))
         for mv in entry.versions.values():
             await self._drain_and_release(mv)
             mv.reason, mv.unloaded = reason, True
-        self.registry.publish(ModelEntry.of(name, entry.versions))
+        self.registry.publish(ModelEntry.of(name, entry.versions, traffic=traffic, router=router))
         return True
 
     async def _drain(self, mv: ModelVersion) -> None:

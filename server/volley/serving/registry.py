@@ -7,14 +7,21 @@ a consistent entry (copy-on-write).
 from __future__ import annotations
 
 import enum
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from volley.backends.base import LoadedModel
 from volley.errors import InvalidArgument, NotFound, Unavailable
 from volley.model.spec import ModelSpec
+from volley.repository.traffic import TrafficPolicy
 from volley.scheduler.base import Scheduler
+from volley.serving.traffic import Router
 from volley.telemetry.stats import ModelStats
+
+#: Numbers every loaded version apart (a reload of the same version gets a new one).
+_load_ids = itertools.count(1)
 
 if TYPE_CHECKING:
     from volley.serving.monitor import ModelMonitor
@@ -50,12 +57,16 @@ class ModelVersion:
     files: tuple[tuple[str, int, int], ...] = ()
     #: The effective configuration it was loaded with, serialized.
     config_bytes: bytes = b""
+    #: True when the response cache may answer for it (enabled and deterministic).
+    cacheable: bool = False
     stats: ModelStats = field(init=False)
     version_str: str = field(init=False)
+    load_id: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.stats = ModelStats(self.name, self.version)
         self.version_str = str(self.version)
+        self.load_id = next(_load_ids)
 
     @property
     def ready(self) -> bool:
@@ -75,6 +86,9 @@ class ModelEntry:
     reason: str = ""
     #: Versions whose last load failed while others kept serving: version -> reason.
     load_errors: dict[int, str] = field(default_factory=dict)
+    #: The release policy (labels, split, sticky, shadow) and its request-path router.
+    traffic: TrafficPolicy | None = None
+    router: Router | None = None
 
     @classmethod
     def of(
@@ -83,10 +97,35 @@ class ModelEntry:
         versions: dict[int, ModelVersion],
         reason: str = "",
         load_errors: dict[int, str] | None = None,
+        traffic: TrafficPolicy | None = None,
+        router: Router | None = None,
     ) -> ModelEntry:
-        """A snapshot of ``versions``; the default is the highest READY one."""
+        """A snapshot of ``versions``; the default is the highest READY one. ``router`` is
+        kept when it serves ``traffic`` already (its sampling state carries on)."""
         ready = [v for n, v in sorted(versions.items()) if v.ready]
-        return cls(name, dict(versions), ready[-1] if ready else None, reason, load_errors or {})
+        if traffic is not None and (router is None or router.policy != traffic):
+            router = Router(traffic)
+        if traffic is None:
+            router = None
+        return cls(
+            name,
+            dict(versions),
+            ready[-1] if ready else None,
+            reason,
+            load_errors or {},
+            traffic,
+            router,
+        )
+
+    def version_number(self, version: str) -> int:
+        """A request's version string (a number or one of the model's labels) as a number."""
+        traffic = self.traffic
+        if traffic is not None and version in traffic.labels:
+            return traffic.labels[version]
+        if traffic is not None and traffic.labels and not version.isdigit():
+            labels = ", ".join(sorted(traffic.labels))
+            raise NotFound(f"'{self.name}' has no version or label '{version}' (labels: {labels})")
+        return parse_request_version(version)
 
     @property
     def evicted(self) -> bool:
@@ -130,12 +169,24 @@ class Registry:
             if entry.default is None:
                 raise NotFound(f"'{name}' has no available versions")
             return entry.default
-        mv = entry.versions.get(parse_request_version(version))
+        mv = entry.versions.get(entry.version_number(version))
         if mv is None:
             raise NotFound(f"'{name}' version {version} is not found")
         if not mv.ready:
             raise Unavailable(f"'{name}' version {version} is not at ready state")
         return mv
+
+    def route(
+        self, name: str, version: str, parameters: Mapping[str, object] | None
+    ) -> ModelVersion:
+        """``resolve``, except that a request naming no version follows the model's split."""
+        if not version:
+            entry = self._models.get(name)
+            if entry is not None and entry.router is not None:
+                mv = entry.router.pick(entry, parameters)
+                if mv is not None:
+                    return mv
+        return self.resolve(name, version)
 
     def lookup(self, name: str, version: str) -> ModelVersion:
         """Like ``resolve`` but also returns versions that are not READY."""
@@ -148,7 +199,7 @@ class Registry:
             if entry.versions:
                 return entry.versions[max(entry.versions)]
             raise NotFound(f"'{name}' has no available versions")
-        mv = entry.versions.get(parse_request_version(version))
+        mv = entry.versions.get(entry.version_number(version))
         if mv is None:
             raise NotFound(f"'{name}' version {version} is not found")
         return mv

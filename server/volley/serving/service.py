@@ -25,11 +25,14 @@ from volley.errors import (
     Unimplemented,
     VolleyError,
 )
-from volley.repository.config_io import parse_json
+from volley.repository.config_io import parse_json, safe_yaml
+from volley.repository.traffic import parse_traffic
 from volley.serving import codec
+from volley.serving.cache import ResponseCache
 from volley.serving.lifecycle import ModelManager
 from volley.serving.monitor import ModelMonitor
 from volley.serving.registry import ModelState, ModelVersion, Registry
+from volley.serving.shadow import ShadowRunner
 from volley.serving.shm import SharedMemory
 from volley.serving.types import (
     IndexEntry,
@@ -43,6 +46,7 @@ from volley.serving.types import (
 from volley.telemetry.audit import MODES, AuditLog, AuditRecord, TensorRecord
 from volley.telemetry.logs import LogControl
 from volley.telemetry.metrics import ModelSnapshot
+from volley.telemetry.release_metrics import CacheSnapshot, ReleaseSnapshot
 from volley.telemetry.stats import ModelStats
 from volley.telemetry.tracing import TraceConfig, Tracing
 
@@ -140,6 +144,10 @@ class InferenceService:
         self.logs = LogControl()
         #: Registered system shared memory regions (the shared-memory extension).
         self.shm = SharedMemory()
+        #: The response cache (``--cache-config``), used by models that enable it.
+        self.cache: ResponseCache | None = None
+        #: Shadow copies of served requests and how they compared.
+        self.shadows = ShadowRunner()
 
     # -- health and metadata ------------------------------------------------------------------
     def server_ready(self) -> bool:
@@ -168,12 +176,13 @@ class InferenceService:
         """Inputs, outputs and READY versions of a model (or of one version)."""
         mv = self.registry.resolve(name, version)
         spec = mv.spec
+        entry = self.registry.get(name)
+        assert entry is not None
         if version:
             versions = [mv.version_str]
         else:
-            entry = self.registry.get(name)
-            assert entry is not None
             versions = [v.version_str for _, v in sorted(entry.versions.items()) if v.ready]
+        labels = entry.traffic.labels if entry.traffic is not None else {}
         batch = spec.max_batch_size
         return ModelMetadata(
             name=spec.name,
@@ -181,6 +190,7 @@ class InferenceService:
             platform=spec.platform or spec.backend,
             inputs=[TensorMetadata(t.name, t.datatype, t.full_shape(batch)) for t in spec.inputs],
             outputs=[TensorMetadata(t.name, t.datatype, t.full_shape(batch)) for t in spec.outputs],
+            labels={label: str(v) for label, v in sorted(labels.items())},
         )
 
     def model_config(self, name: str, version: str) -> mc.ModelConfig:
@@ -200,7 +210,7 @@ class InferenceService:
                 "try again later"
             )
         try:
-            mv = self.registry.resolve(request.model_name, request.model_version)
+            mv = self.registry.route(request.model_name, request.model_version, request.parameters)
         except (NotFound, Unavailable):
             mv = await self._resolve_evicted(request)
         self.inflight += 1
@@ -218,6 +228,9 @@ class InferenceService:
         finally:
             self.inflight -= 1
         mv.stats.record_success(_now() - request.arrival_ns)
+        entry = self.registry.get(request.model_name)
+        if entry is not None and entry.router is not None:
+            self.shadows.offer(entry, mv, request, response)
         if self.audit is not None:
             self._audit(mv, request, response, None)
         if request.trace is not None:
@@ -315,6 +328,25 @@ class InferenceService:
             mv.monitor.observe(decoded.request.inputs)
         if request.trace is not None:
             decoded.request.trace = request.trace
+        cache = self.cache if mv.cacheable else None
+        if cache is not None:
+            started = _now()
+            key = cache.key(
+                mv.name, mv.version, mv.load_id, decoded.request.inputs, decoded.outputs
+            )
+            hit = cache.get(key)
+            if hit is not None:
+                mv.stats.cache_hit.add(_now() - started)
+                return codec.encode(
+                    mv.spec,
+                    mv.version_str,
+                    request.id,
+                    hit,
+                    decoded.outputs,
+                    decoded.shm_outputs,
+                    self.shm,
+                )
+            looked_up = _now() - started
         try:
             outputs = await scheduler.infer(decoded.request)
         except Unavailable:
@@ -326,6 +358,11 @@ class InferenceService:
             mv, decoded = fresh, codec.decode(request, fresh.spec, self.shm)
             decoded.request.trace = request.trace
             outputs = await fresh.scheduler.infer(decoded.request)
+            cache = None
+        if cache is not None:
+            started = _now()
+            cache.put(key, outputs)
+            mv.stats.cache_miss.add(looked_up + _now() - started)
         return codec.encode(
             mv.spec,
             mv.version_str,
@@ -414,6 +451,29 @@ class InferenceService:
             )
         return {"model": name, "versions": views}
 
+    def release_snapshot(self) -> ReleaseSnapshot:
+        """Shadow comparisons and the response cache, for the metrics collector."""
+        cache = self.cache
+        return ReleaseSnapshot(
+            shadows=list(self.shadows.stats.values()),
+            cache=CacheSnapshot(cache.capacity, cache.bytes, len(cache), cache.evictions)
+            if cache is not None
+            else None,
+        )
+
+    def traffic(self, name: str) -> dict[str, Any]:
+        """A model's release policy, the versions it routes to, and the shadow comparisons."""
+        entry = self.registry.get(name)
+        if entry is None:
+            raise NotFound(f"Request for unknown model: '{name}' is not found")
+        policy = entry.traffic
+        return {
+            "model": name,
+            "policy": policy.describe() if policy is not None else {},
+            "ready_versions": [v.version_str for _, v in sorted(entry.versions.items()) if v.ready],
+            "shadow": self.shadows.views(name),
+        }
+
     # -- trace and log settings ---------------------------------------------------------------
     def trace_settings(
         self, model: str, changes: Mapping[str, Sequence[str] | None] | None = None
@@ -496,11 +556,17 @@ class InferenceService:
         """``RepositoryModelLoad``: (re)load a model in explicit control mode."""
         self._check_explicit()
         override = None
+        traffic = None
         for key, value in parameters.items():
             if key == "config":
                 if not isinstance(value, str):
                     raise InvalidArgument("load parameter 'config' must be a JSON string")
                 override = parse_json(value, path="the load request's 'config'")
+            elif key == "traffic":
+                if not isinstance(value, str):
+                    raise InvalidArgument("load parameter 'traffic' must be a YAML or JSON string")
+                where = "the load request's 'traffic'"
+                traffic = parse_traffic(safe_yaml(value, path=where), path=where)
             elif key.startswith("file:"):
                 raise Unimplemented(
                     f"load parameter '{key}': model files in the request are not supported; "
@@ -508,10 +574,11 @@ class InferenceService:
                 )
             else:
                 raise InvalidArgument(
-                    f"unrecognized load parameter '{key}' (only 'config' is supported)"
+                    f"unrecognized load parameter '{key}' (only 'config' and 'traffic' are "
+                    "supported)"
                 )
         try:
-            await self.manager.load(name, override)
+            await self.manager.load(name, override, traffic)
         except ResourceExhausted:
             raise
         except VolleyError as exc:

@@ -19,6 +19,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from volley.telemetry.gpu import GpuMetrics
+from volley.telemetry.release_metrics import ReleaseSnapshot, release_families
 from volley.telemetry.stats import FAILURE_REASONS, Histogram, ModelStats, ServerStats
 
 log = logging.getLogger("volley.telemetry")
@@ -72,11 +73,13 @@ class VolleyCollector(Collector):
         server: ServerStats,
         transports: dict[str, str],
         gpu: GpuMetrics | None = None,
+        releases: Callable[[], ReleaseSnapshot] | None = None,
     ) -> None:
         self._models = models
         self._server = server
         self._transports = transports
         self._gpu = gpu
+        self._releases = releases
 
     def collect(self) -> Iterator[Metric]:
         snapshots = list(self._models())
@@ -91,6 +94,14 @@ class VolleyCollector(Collector):
             "nv_inference_compute_infer_duration_us": "Cumulative compute inference duration in µs",
             "nv_inference_compute_output_duration_us": "Cumulative compute output duration in µs",
         }
+        counters.update(
+            {
+                "nv_cache_num_hits_per_model": "Number of response cache hits per model",
+                "nv_cache_num_misses_per_model": "Number of response cache misses per model",
+                "nv_cache_hit_duration_per_model": "Cumulative cache hit lookup duration in µs",
+                "nv_cache_miss_duration_per_model": "Cumulative cache miss duration in µs",
+            }
+        )
         families = {name: _family(name, doc, "counter") for name, doc in counters.items()}
         pending = _family(
             "nv_inference_pending_request_count",
@@ -130,6 +141,10 @@ class VolleyCollector(Collector):
                 "nv_inference_compute_input_duration_us": s.compute_input.ns // 1000,
                 "nv_inference_compute_infer_duration_us": s.compute_infer.ns // 1000,
                 "nv_inference_compute_output_duration_us": s.compute_output.ns // 1000,
+                "nv_cache_num_hits_per_model": s.cache_hit.count,
+                "nv_cache_num_misses_per_model": s.cache_miss.count,
+                "nv_cache_hit_duration_per_model": s.cache_hit.ns // 1000,
+                "nv_cache_miss_duration_per_model": s.cache_miss.ns // 1000,
             }
             for name, value in values.items():
                 families[name].add_sample(name, labels, float(value))
@@ -158,6 +173,8 @@ class VolleyCollector(Collector):
         yield from (pending, depth, memory, request_h, queue_h, compute_h, batch_h)
         yield from (drift, outliers, monitored)
         yield from self._server_families()
+        if self._releases is not None:
+            yield from release_families(self._releases())
         if self._gpu is not None:
             yield from self._gpu.collect()
 

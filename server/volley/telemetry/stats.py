@@ -98,6 +98,10 @@ class ModelStats:
         self.queue_hist = Histogram(LATENCY_BOUNDS_NS)
         self.compute_hist = Histogram(LATENCY_BOUNDS_NS)
         self.batch_hist = Histogram(BATCH_BOUNDS)
+        #: Response cache lookups that hit (answered without running) and missed, with the
+        #: time the cache took (lookup, and insertion after a miss).
+        self.cache_hit = Duration()
+        self.cache_miss = Duration()
 
     def record_request(
         self, rows: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
@@ -136,6 +140,78 @@ class ModelStats:
         self.fail_reasons[reason] += 1
         self.request_hist.observe(total_ns)
         self.last_inference_ms = time.time_ns() // 1_000_000
+
+
+#: Bounds of the shadow comparison histogram: largest absolute output difference per request.
+DIFF_BOUNDS: tuple[float, ...] = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)
+
+
+class ShadowStats:
+    """How a shadow version's answers compared with the primary's, for one version pair."""
+
+    __slots__ = (
+        "diff_counts",
+        "diff_max",
+        "diff_sum",
+        "dropped",
+        "failed",
+        "mismatched",
+        "model",
+        "primary",
+        "sent",
+        "shadow",
+        "top1_agree",
+        "top1_rows",
+    )
+
+    def __init__(self, model: str, primary: int, shadow: int) -> None:
+        self.model = model
+        self.primary = primary
+        self.shadow = shadow
+        #: Copies sent, dropped (the shadow was behind), failed on the shadow, and compared
+        #: with outputs whose shapes or types differ.
+        self.sent = 0
+        self.dropped = 0
+        self.failed = 0
+        self.mismatched = 0
+        #: Per compared request, the largest absolute difference over its outputs.
+        self.diff_counts = [0] * (len(DIFF_BOUNDS) + 1)
+        self.diff_sum = 0.0
+        self.diff_max = 0.0
+        #: Rows of classifier outputs (last dimension > 1) and how many agree on the top class.
+        self.top1_rows = 0
+        self.top1_agree = 0
+
+    @property
+    def compared(self) -> int:
+        """Requests whose answers were compared."""
+        return sum(self.diff_counts)
+
+    def record_diff(self, diff: float) -> None:
+        """One compared request whose outputs differed by at most ``diff``."""
+        index = 0
+        while index < len(DIFF_BOUNDS) and diff > DIFF_BOUNDS[index]:
+            index += 1
+        self.diff_counts[index] += 1
+        self.diff_sum += diff
+        self.diff_max = max(self.diff_max, diff)
+
+    def view(self) -> dict[str, float | int]:
+        """The comparison as numbers."""
+        compared = self.compared
+        return {
+            "primary": self.primary,
+            "shadow": self.shadow,
+            "sent": self.sent,
+            "compared": compared,
+            "dropped": self.dropped,
+            "failed": self.failed,
+            "mismatched": self.mismatched,
+            "mean_max_abs_diff": self.diff_sum / compared if compared else 0.0,
+            "max_abs_diff": self.diff_max,
+            "top1_agreement": self.top1_agree / self.top1_rows if self.top1_rows else 1.0,
+            "top1_rows": self.top1_rows,
+        }
 
 
 class ServerStats:

@@ -169,6 +169,7 @@ def model_metadata_to_pb(meta: ModelMetadata) -> pb.ModelMetadataResponse:
         msg.inputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
     for t in meta.outputs:
         msg.outputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
+    msg.labels.update(meta.labels)
     return msg
 
 
@@ -193,6 +194,8 @@ def stats_to_pb(stats: ModelStats) -> pb.ModelStatistics:
     _fill(s.compute_input, stats.compute_input)
     _fill(s.compute_infer, stats.compute_infer)
     _fill(s.compute_output, stats.compute_output)
+    _fill(s.cache_hit, stats.cache_hit)
+    _fill(s.cache_miss, stats.cache_miss)
     for size in sorted(stats.batches):
         row = stats.batches[size]
         b = msg.batch_stats.add(batch_size=size)

@@ -31,7 +31,7 @@ _TRACE_KEYS = ("traceparent", "tracestate")
 
 _MODEL = re.compile(
     r"/v2/models/([^/]+)(?:/versions/([^/]+))?"
-    r"(?:/(infer|ready|config|stats|monitoring|generate|generate_stream|trace/setting))?"
+    r"(?:/(infer|ready|config|stats|monitoring|traffic|generate|generate_stream|trace/setting))?"
 )
 _REPOSITORY = re.compile(r"/v2/repository(?:/([^/]+))?/(?:(index)|models/([^/]+)/(load|unload))")
 _SHARED_MEMORY = re.compile(
@@ -153,6 +153,8 @@ class HttpApi:
             return json_reply(convert.config_to_json(service.model_config(name, version)))
         if kind == "monitoring":
             return json_reply(service.monitoring(name))
+        if kind == "traffic":
+            return json_reply(service.traffic(name))
         return self._stats(name, version)
 
     def _stats(self, name: str, version: str) -> Reply:

@@ -292,8 +292,8 @@ def server_metadata_to_json(meta: ServerMetadata) -> dict[str, Any]:
 
 
 def model_metadata_to_json(meta: ModelMetadata) -> dict[str, Any]:
-    """``GET /v2/models/{m}[/versions/{v}]``."""
-    return {
+    """``GET /v2/models/{m}[/versions/{v}]`` (``labels`` only when the model has some)."""
+    doc: dict[str, Any] = {
         "name": meta.name,
         "versions": meta.versions,
         "platform": meta.platform,
@@ -302,13 +302,13 @@ def model_metadata_to_json(meta: ModelMetadata) -> dict[str, Any]:
             {"name": t.name, "datatype": t.datatype, "shape": t.shape} for t in meta.outputs
         ],
     }
+    if meta.labels:
+        doc["labels"] = dict(meta.labels)
+    return doc
 
 
 def _duration(d: Duration) -> dict[str, int]:
     return {"count": d.count, "ns": d.ns}
-
-
-_ZERO = {"count": 0, "ns": 0}
 
 
 def stats_to_json(stats: ModelStats) -> dict[str, Any]:
@@ -326,8 +326,8 @@ def stats_to_json(stats: ModelStats) -> dict[str, Any]:
             "compute_input": _duration(stats.compute_input),
             "compute_infer": _duration(stats.compute_infer),
             "compute_output": _duration(stats.compute_output),
-            "cache_hit": dict(_ZERO),
-            "cache_miss": dict(_ZERO),
+            "cache_hit": _duration(stats.cache_hit),
+            "cache_miss": _duration(stats.cache_miss),
         },
         "response_stats": {},
         "batch_stats": [
