@@ -119,7 +119,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def served(url: str, model: str) -> int:
-    """Requests the server has answered successfully for ``model`` so far."""
+    """Requests the server has answered successfully for ``model`` (all versions) so far."""
     import grpc
 
     from volley._proto.inference import grpc_service_pb2 as pb
@@ -127,8 +127,8 @@ def served(url: str, model: str) -> int:
 
     with grpc.insecure_channel(url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model)).model_stats[0]
-        return int(stats.inference_stats.success.count)
+        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model)).model_stats
+        return sum(int(s.inference_stats.success.count) for s in stats)  # every version
 
 
 def measure(

@@ -130,6 +130,7 @@ class VolleyServer:
         self.service = InferenceService(
             registry,
             self.manager,
+            server_name=settings.server_name,
             server_version=__version__,
             extensions=EXTENSIONS,
             explicit_control=explicit,

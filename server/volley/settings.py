@@ -54,6 +54,11 @@ class ServerSettings(BaseSettings):
         default_factory=lambda: [Path("model_repository")],
         description="Model repository directory (Triton layout); repeatable.",
     )
+    server_name: str = Field(
+        "volley",
+        min_length=1,
+        description="The name ServerMetadata reports (set 'triton' for clients that check it).",
+    )
     grpc_address: str = Field("0.0.0.0", description="Address the gRPC server binds.")
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
     grpc_transport: GrpcTransport = Field(

@@ -251,13 +251,6 @@ ERRORS: list[tuple[str, Any, bytes, dict[str, str], int, str]] = [
          "outputs": [{"name": "NOPE"}]},
         b"\0" * 128, {}, 400, "unexpected inference output 'NOPE'",
     ),
-    (
-        "/v2/models/simple/infer",
-        {"inputs": [binary_tensor("INPUT0", np.zeros((1, 16), np.int32), "INT32"),
-                    binary_tensor("INPUT1", np.zeros((1, 16), np.int32), "INT32")],
-         "parameters": {"sequence_id": 5}},
-        b"\0" * 128, {}, 501, "sequence batching",
-    ),
     ("/v2/models/simple/infer", None, b"", {}, 400, "failed to parse the request JSON"),
     (
         "/v2/models/simple/infer", {"inputs": []}, b"",

@@ -279,3 +279,9 @@ async def test_stream_infer_keeps_order_and_reports_errors_in_stream(example_rep
             assert answer.infer_response.parameters["triton_final_response"].bool_param
         logits = np.frombuffer(answers[3].infer_response.raw_output_contents[0], np.float32)
         np.testing.assert_allclose(logits, reference_dense(np.full((1, 64), 2.0))[0][0], rtol=1e-5)
+
+
+async def test_server_name_is_configurable(example_repo: Path) -> None:
+    async with running_server(example_repo, server_name="triton") as (_, stub, _ch):
+        meta = await stub.ServerMetadata(pb.ServerMetadataRequest())
+    assert meta.name == "triton"

@@ -89,7 +89,11 @@ class Load:
             self.seen.add(value)
             self.ok += 1
 
-    async def stop(self) -> None:
+    async def stop(self, wait_for: float | None = None) -> None:
+        """Stop, after one answer of ``wait_for`` (bounded: 10 s) when given."""
+        deadline = time.monotonic() + 10
+        while wait_for is not None and wait_for not in self.seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         self._stop.set()
         await asyncio.gather(*self._tasks)
 
@@ -172,7 +176,7 @@ async def test_a_corrupt_version_leaves_the_serving_one(tmp_path: Path) -> None:
 
             await wait_for(fixed)
         finally:
-            await load.stop()
+            await load.stop(wait_for=2.0)
         assert load.errors == []
         assert load.seen == {1.0, 2.0}
 

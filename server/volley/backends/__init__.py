@@ -16,10 +16,9 @@ def get_backend(name: str) -> Backend:
 
         return OnnxRuntimeBackend()
     if name == "tensorrt":
-        raise ConfigError(
-            "the TensorRT backend is not part of this build",
-            hint="serve the model as ONNX (model.onnx) with the onnxruntime backend",
-        )
+        from volley.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend()
     raise ConfigError(f"unsupported backend '{name}'", hint="use onnxruntime or tensorrt")
 
 

@@ -26,6 +26,9 @@ class ModelIO:
     outputs: tuple[TensorInfo, ...]
     #: Graph inputs that have an initializer (the request may override them; optional).
     overridable: tuple[TensorInfo, ...] = ()
+    #: The largest batch the file accepts, when it declares one (a TensorRT engine's
+    #: optimisation profiles); None when any batch size is accepted.
+    max_batch_size: int | None = None
 
     def can_batch(self) -> bool:
         """True when every input and output has a dynamic first dimension."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from volley._proto.inference import model_config_pb2 as mc
 from volley.errors import ConfigError
 from volley.model import dtypes
+from volley.model.ensemble import EnsembleSpec
+from volley.model.sequence import SequenceSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,10 @@ class ModelSpec:
     cpu_accelerators: tuple[Accelerator, ...] = ()
     #: The effective configuration, returned by the ``ModelConfig`` RPC.
     config: mc.ModelConfig = field(default_factory=mc.ModelConfig, repr=False, compare=False)
+    #: ``sequence_batching`` (stateful models), when configured.
+    sequence: SequenceSpec | None = None
+    #: The steps of an ensemble (``platform: "ensemble"``); None for every other model.
+    ensemble: EnsembleSpec | None = None
     input_by_name: dict[str, TensorSpec] = field(default_factory=dict, repr=False)
     output_by_name: dict[str, TensorSpec] = field(default_factory=dict, repr=False)
 
@@ -186,6 +192,10 @@ class ModelSpec:
             gpu_accelerators=tuple(_accel(a) for a in accel.gpu_execution_accelerator),
             cpu_accelerators=tuple(_accel(a) for a in accel.cpu_execution_accelerator),
             config=config,
+            ensemble=EnsembleSpec.from_config(config),
+            sequence=(
+                SequenceSpec.from_config(config) if config.HasField("sequence_batching") else None
+            ),
         )
 
 

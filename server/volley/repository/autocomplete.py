@@ -3,7 +3,8 @@
 The model file's signature comes from its backend (``read_signature``), so this module never
 opens a model itself. A configuration that already lists inputs *and* outputs is not
 auto-completed, only cross-checked against the model, as Triton's ORT backend does. Backends
-that cannot read a signature (TensorRT engines here) need inputs and outputs configured.
+that cannot read a signature (TensorRT where its package is not installed) need inputs and
+outputs configured.
 """
 
 from __future__ import annotations
@@ -39,11 +40,41 @@ def autocomplete(
     if io is None:
         _complete_unsigned(config, fill=fill, config_path=config_path)
         return
+    if config.HasField("sequence_batching"):
+        io = _without_sequence_tensors(config, io, config_path)
     if fill and not (config.input and config.output):
         complete_from_io(
             config, io, default_max_batch_size=default_max_batch_size, config_path=config_path
         )
     check_against_io(config, io, config_path=config_path)
+
+
+def _without_sequence_tensors(config: mc.ModelConfig, io: ModelIO, config_path: str) -> ModelIO:
+    """The signature less the inputs the sequence batcher fills (control and state inputs) and
+    the state outputs it keeps; each of those must exist in the model."""
+    sb = config.sequence_batching
+    server_inputs = {c.name for c in sb.control_input} | {s.input_name for s in sb.state}
+    state_outputs = {s.output_name for s in sb.state}
+    names_in = {t.name for t in io.inputs}
+    names_out = {t.name for t in io.outputs}
+    for name in sorted(server_inputs - names_in):
+        raise ConfigError(
+            f"sequence_batching names input '{name}', which the model does not have; model "
+            f"inputs: {sorted(names_in)}",
+            path=config_path,
+        )
+    for name in sorted(state_outputs - names_out):
+        raise ConfigError(
+            f"sequence_batching state output '{name}' is not a model output; model outputs: "
+            f"{sorted(names_out)}",
+            path=config_path,
+        )
+    return ModelIO(
+        tuple(t for t in io.inputs if t.name not in server_inputs),
+        tuple(t for t in io.outputs if t.name not in state_outputs),
+        io.overridable,
+        io.max_batch_size,
+    )
 
 
 def complete_from_io(
@@ -52,7 +83,8 @@ def complete_from_io(
     """Fill ``max_batch_size``, missing inputs/outputs and ``dynamic_batching`` from ``io``."""
     if io.can_batch():
         if config.max_batch_size == 0:
-            config.max_batch_size = max(default_max_batch_size, 0)
+            limit = io.max_batch_size
+            config.max_batch_size = max(default_max_batch_size if limit is None else limit, 0)
         if config.max_batch_size > 1 and config.WhichOneof("scheduling_choice") is None:
             config.dynamic_batching.SetInParent()
     elif config.max_batch_size != 0:
@@ -75,6 +107,14 @@ def complete_from_io(
 def check_against_io(config: mc.ModelConfig, io: ModelIO, *, config_path: str = "") -> None:
     """Check the configured inputs/outputs against the model's: names, datatypes, dims."""
     batched = config.max_batch_size > 0
+    if io.max_batch_size is not None and config.max_batch_size > io.max_batch_size:
+        raise ConfigError(
+            f"max_batch_size is {config.max_batch_size} but the model accepts batches of at "
+            f"most {io.max_batch_size} (the largest first dimension of its optimisation profiles)",
+            path=config_path,
+            hint=f"set max_batch_size: {io.max_batch_size} or less, or rebuild the engine with "
+            "a larger maximum batch in its optimisation profile",
+        )
     model_inputs = {t.name: t for t in io.inputs}
     allowed_inputs = {**{t.name: t for t in io.overridable}, **model_inputs}
     configured: set[str] = set()
@@ -119,7 +159,8 @@ def _complete_unsigned(config: mc.ModelConfig, *, fill: bool, config_path: str) 
         raise ConfigError(
             "a TensorRT model needs its inputs and outputs in the configuration",
             path=config_path,
-            hint="Volley cannot auto-complete from a TensorRT engine: list every input and "
+            hint="the tensorrt package is not installed here, so the engine cannot be read: "
+            "install volley-server[tensorrt], or list every input and "
             "output with name, data_type and dims (and max_batch_size) in config.pbtxt",
         )
     if fill and config.max_batch_size > 1 and config.WhichOneof("scheduling_choice") is None:

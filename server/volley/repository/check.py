@@ -87,6 +87,8 @@ def _from_error(model: str, model_dir: Path, exc: ConfigError) -> Problem:
 
 
 def _verify_files(model: str, loaded: LoadedConfig, inspector: ModelInspector) -> list[Problem]:
+    if loaded.spec.ensemble is not None:
+        return []  # no model file; its Python steps are imported only when it loads
     problems = []
     for version, model_file in loaded.versions.items():
         try:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from volley._proto.inference import model_config_pb2 as mc
 from volley.errors import ConfigError
+from volley.model.ensemble import ENSEMBLE_PLATFORM
 from volley.model.spec import ModelSpec
-from volley.repository import autocomplete, config_io, layout, normalize, policy
+from volley.repository import autocomplete, config_io, ensemble, layout, normalize, policy
 from volley.repository.autocomplete import SignatureReader
 from volley.repository.traffic import TRAFFIC_FILE, TrafficPolicy, check_versions, read_traffic
 
@@ -19,7 +20,7 @@ class LoadedConfig:
 
     #: The effective configuration, as the ``ModelConfig`` RPC returns it.
     config: mc.ModelConfig
-    #: Selected version -> the model file it serves, ascending.
+    #: Selected version -> the model file it serves (an ensemble: its model.py), ascending.
     versions: dict[int, Path]
     #: The hot-path view of ``config``.
     spec: ModelSpec
@@ -86,16 +87,19 @@ def load_model_config(
             hint="at least one version must be available under the version policy; "
             "check version_policy (latest { num_versions: 0 } selects nothing)",
         )
-    versions = _model_files(config, {v: available[v] for v in selected})
-    newest = versions[selected[-1]]
-    autocomplete.autocomplete(
-        config,
-        newest,
-        read_signature,
-        default_max_batch_size=default_max_batch_size,
-        fill=auto_complete,
-        config_path=config_path,
-    )
+    if config.platform == ENSEMBLE_PLATFORM:
+        # no model file to complete from; the version folders may hold the Python steps
+        versions = ensemble.prepare(config, {v: available[v] for v in selected}, path=config_path)
+    else:
+        versions = _model_files(config, {v: available[v] for v in selected})
+        autocomplete.autocomplete(
+            config,
+            versions[selected[-1]],
+            read_signature,
+            default_max_batch_size=default_max_batch_size,
+            fill=auto_complete,
+            config_path=config_path,
+        )
     normalize.apply_defaults(config, gpu_count=gpu_count, path=config_path)
     normalize.validate(config, path=config_path)
     try:

@@ -13,6 +13,7 @@ from typing import Final
 
 from volley._proto.inference import model_config_pb2 as mc
 from volley.errors import ConfigError
+from volley.model.ensemble import ENSEMBLE_PLATFORM
 from volley.repository import layout
 
 #: Supported platform -> its backend.
@@ -47,6 +48,8 @@ def fill_identity(
             path=path,
             hint="the model name must equal its directory name: fix 'name' or remove it",
         )
+    if config.platform == ENSEMBLE_PLATFORM:
+        return  # no backend and no model file (see repository.ensemble)
     platform, backend = config.platform, config.backend
     if platform and platform not in PLATFORM_BACKENDS:
         raise ConfigError(
@@ -100,7 +103,8 @@ def apply_defaults(config: mc.ModelConfig, *, gpu_count: int = 0, path: str = ""
         optimization.input_pinned_memory.enable = True
     if not optimization.HasField("output_pinned_memory"):
         optimization.output_pinned_memory.enable = True
-    normalize_instance_groups(config, gpu_count=gpu_count, path=path)
+    if config.platform != ENSEMBLE_PLATFORM:  # an ensemble runs no instances of its own
+        normalize_instance_groups(config, gpu_count=gpu_count, path=path)
 
 
 def normalize_instance_groups(
@@ -127,7 +131,8 @@ def validate(config: mc.ModelConfig, *, path: str = "") -> None:
     """Validate an effective configuration (spec sections 6-8 and 12)."""
     if not config.name:
         raise ConfigError("configuration has no 'name'", path=path, hint="set name")
-    if config.platform not in PLATFORM_BACKENDS or config.backend not in BACKEND_PLATFORMS:
+    supported = config.platform in PLATFORM_BACKENDS and config.backend in BACKEND_PLATFORMS
+    if not supported and config.platform != ENSEMBLE_PLATFORM:
         raise ConfigError(
             f"unsupported backend '{config.backend or config.platform}'",
             path=path,
@@ -193,17 +198,11 @@ def _group_error(group: _Group, what: str, path: str, hint: str) -> ConfigError:
 
 
 def _reject_unsupported(config: mc.ModelConfig, path: str) -> None:
-    if config.HasField("sequence_batching"):
+    if config.HasField("ensemble_scheduling") and config.platform != ENSEMBLE_PLATFORM:
         raise ConfigError(
-            "sequence_batching (stateful models) is not supported by Volley",
+            f"ensemble_scheduling on a '{config.platform}' model is not supported by Volley",
             path=path,
-            hint="remove sequence_batching; use dynamic_batching for stateless models",
-        )
-    if config.HasField("ensemble_scheduling"):
-        raise ConfigError(
-            "ensemble_scheduling (ensemble models) is not supported by Volley",
-            path=path,
-            hint="serve the ensemble's member models individually",
+            hint='an ensemble model has platform: "ensemble" and no backend',
         )
     if config.model_transaction_policy.decoupled:
         raise ConfigError(

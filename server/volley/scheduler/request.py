@@ -31,3 +31,7 @@ class InferRequest:
     arrival_ns: int = 0
     #: The request's span when it is traced (queue and batch spans hang off it).
     trace: RequestTrace | None = None
+    #: Sequence models: the correlation id and the start/end flags of the request.
+    sequence_id: int | str = 0
+    sequence_start: bool = False
+    sequence_end: bool = False

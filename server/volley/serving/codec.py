@@ -113,7 +113,7 @@ def decode(req: InferenceRequest, spec: ModelSpec, shm: SharedMemory | None = No
             arrays[name] = tensors.from_values(ts.datatype, shape, tensor.values, name)
         else:
             raise InvalidArgument(f"unable to find data for input tensor '{name}' in the request")
-        if ts.datatype == "BYTES":
+        if ts.datatype == "BYTES" and spec.backend:  # an ensemble's steps check their own
             _backend(spec.backend).check_input(name, ts.datatype, arrays[name])
         key.append(name)
         key.extend(shape[1:] if max_batch > 0 else shape)
@@ -137,7 +137,30 @@ def decode(req: InferenceRequest, spec: ModelSpec, shm: SharedMemory | None = No
         timeout_us=timeout_us,
         arrival_ns=req.arrival_ns,
     )
+    if spec.sequence is not None:
+        _sequence(request, req.parameters or {}, model)
     return Decoded(request=request, outputs=outputs, shm_outputs=shm_outputs)
+
+
+def _sequence(request: InferRequest, parameters: dict[str, ParamValue], model: str) -> None:
+    """A sequence model's request: its correlation id and start/end flags."""
+    ident = parameters.get("sequence_id", 0)
+    if type(ident) is str:
+        if not ident:
+            ident = 0
+    elif type(ident) is not int or ident < 0:
+        raise InvalidArgument("parameter 'sequence_id' must be an unsigned integer or a string")
+    if ident == 0:
+        raise InvalidArgument(
+            f"inference request to model '{model}' must specify a non-zero or non-empty "
+            "correlation ID"
+        )
+    for key in ("sequence_start", "sequence_end"):
+        if type(parameters.get(key, False)) is not bool:
+            raise InvalidArgument(f"parameter '{key}' must be a boolean")
+    request.sequence_id = ident
+    request.sequence_start = bool(parameters.get("sequence_start", False))
+    request.sequence_end = bool(parameters.get("sequence_end", False))
 
 
 def _missing(req: InferenceRequest, spec: ModelSpec) -> str:
@@ -215,9 +238,7 @@ def _request_parameters(parameters: dict[str, ParamValue]) -> tuple[int, int]:
             timeout_us = value
         elif key in _RESERVED:
             if key.startswith("sequence_"):
-                raise Unimplemented(
-                    f"parameter '{key}': sequence batching is not supported by this server"
-                )
+                continue  # read by sequence models (``_sequence``); others ignore them
             raise InvalidArgument(f"parameter '{key}' is reserved and cannot be set by a request")
         elif key.startswith("triton_"):
             raise InvalidArgument(f"parameter '{key}' uses the reserved prefix 'triton_'")

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from volley._proto.inference import model_config_pb2 as mc
 from volley.backends import BackendInspector, get_backend
+from volley.backends.base import LoadedModel
 from volley.backends.warmup import run_warmup
 from volley.errors import ConfigError, ResourceExhausted, VolleyError
 from volley.memory import host
@@ -36,7 +37,10 @@ from volley.memory.probe import Probes
 from volley.repository import layout, watcher
 from volley.repository.loader import LoadedConfig, load_model_config
 from volley.repository.traffic import TrafficPolicy
+from volley.scheduler.base import Scheduler
 from volley.scheduler.batcher import DynamicBatcher
+from volley.scheduler.sequence import SequenceBatcher
+from volley.serving.ensemble import EnsembleScheduler
 from volley.serving.monitor import ModelMonitor, MonitorSettings
 from volley.serving.registry import ModelEntry, ModelState, ModelVersion, Registry
 from volley.telemetry.stats import ServerStats
@@ -323,11 +327,19 @@ class ModelManager:
         mv.monitor = prev.monitor
         mv.loaded = prev.loaded
         mv.cacheable = _cacheable(mv)
-        batcher = DynamicBatcher(mv.spec, mv.loaded.instances, mv.stats, self._inline_execution_us)
+        batcher = self._scheduler(mv)
         batcher.start()
         mv.scheduler = batcher
         mv.state = ModelState.READY
         return mv
+
+    def _scheduler(self, mv: ModelVersion) -> Scheduler:
+        """The scheduler of a loaded version: the sequence batcher for stateful models, else
+        the dynamic batcher (batches of one request when the model does not batch)."""
+        assert mv.loaded is not None
+        if mv.spec.sequence is not None:
+            return SequenceBatcher(mv.spec, mv.loaded.instances, mv.stats)
+        return DynamicBatcher(mv.spec, mv.loaded.instances, mv.stats, self._inline_execution_us)
 
     def _failed(
         self,
@@ -367,6 +379,13 @@ class ModelManager:
             log.error("%s failed to load", what, exc_info=exc)
 
     async def _load_version(self, mv: ModelVersion, path: Path, model_dir: Path) -> None:
+        if mv.spec.ensemble is not None:
+            # no instances and no memory of its own; composing models resolve per request
+            mv.loaded = LoadedModel(instances=[])
+            ensemble = await self._off_loop(EnsembleScheduler, mv.spec, path, self.registry)
+            ensemble.start()
+            mv.scheduler, mv.state = ensemble, ModelState.READY
+            return
         backend = get_backend(mv.spec.backend)
         if mv.spec.parameters.get("volley.pinned", "").lower() == "true":
             self.pinned.add(mv.name)
@@ -441,7 +460,7 @@ class ModelManager:
             mv.monitor = ModelMonitor(
                 mv.name, mv.version, self._monitoring, model_dir / "reference.npz"
             )
-        batcher = DynamicBatcher(mv.spec, mv.loaded.instances, mv.stats, self._inline_execution_us)
+        batcher = self._scheduler(mv)
         batcher.start()
         mv.scheduler = batcher
         mv.state = ModelState.READY

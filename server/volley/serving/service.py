@@ -29,6 +29,7 @@ from volley.repository.config_io import parse_json, safe_yaml
 from volley.repository.traffic import parse_traffic
 from volley.serving import codec
 from volley.serving.cache import ResponseCache
+from volley.serving.ensemble import composed_ready
 from volley.serving.lifecycle import ModelManager
 from volley.serving.monitor import ModelMonitor
 from volley.serving.registry import ModelState, ModelVersion, Registry
@@ -162,11 +163,15 @@ class InferenceService:
             for mv in entry.versions.values():
                 if mv.state is not ModelState.READY and not mv.unloaded:
                     return False
+                if not composed_ready(mv):
+                    return False
         return True
 
     def model_ready(self, name: str, version: str) -> bool:
-        """True when that version (or the model's default) serves requests."""
-        return self.registry.lookup(name, version).ready
+        """True when that version (or the model's default) serves requests (an ensemble:
+        and every composing model does)."""
+        mv = self.registry.lookup(name, version)
+        return mv.ready and composed_ready(mv)
 
     def server_metadata(self) -> ServerMetadata:
         """Server name, version and the protocol extensions it implements."""

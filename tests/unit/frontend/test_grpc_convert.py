@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from volley._proto.inference import grpc_service_pb2 as pb
-from volley.errors import InvalidArgument, Status, Unimplemented
+from volley.errors import InvalidArgument, Status
 from volley.frontend.grpc import convert
 from volley.model import dtypes, tensors
 from volley.model.spec import ModelSpec, TensorSpec
@@ -201,9 +201,8 @@ def test_decode_parameters() -> None:
     with pytest.raises(InvalidArgument, match="reserved prefix"):
         decode(msg, spec_for("FP32", (4,)), 0)
     del msg.parameters["triton_x"]
-    msg.parameters["sequence_id"].int64_param = 3
-    with pytest.raises(Unimplemented, match="sequence batching"):
-        decode(msg, spec_for("FP32", (4,)), 0)
+    msg.parameters["sequence_id"].uint64_param = 3  # tritonclient's spelling; ignored here
+    decode(msg, spec_for("FP32", (4,)), 0)
 
 
 def test_requested_outputs_and_encode() -> None:
@@ -223,3 +222,18 @@ def test_requested_outputs_and_encode() -> None:
     msg.outputs.add(name="NOPE")
     with pytest.raises(InvalidArgument, match="unexpected inference output 'NOPE'"):
         decode(msg, spec, 0)
+
+
+def test_typed_contents_beside_raw_contents_is_reported_as_triton_does() -> None:
+    """Triton's explicit-contents example: two typed inputs, then one raw entry added."""
+    msg = pb.ModelInferRequest(model_name="simple")
+    for name in ("INPUT0", "INPUT1"):
+        tensor = msg.inputs.add(name=name, datatype="INT32", shape=[1, 16])
+        tensor.contents.int_contents.extend(range(16))
+    msg.raw_input_contents.append(bytes(32))
+    with pytest.raises(InvalidArgument) as info:
+        decode(msg, spec_for("INT32", (16,)), 0)
+    assert info.value.message == (
+        "contents field must not be specified when using raw_input_contents for 'INPUT0' "
+        "for model 'simple'"
+    )

@@ -232,7 +232,7 @@ def test_backend_detected_from_version_directory(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("platform", "backend"),
-    [("pytorch_libtorch", ""), ("", "python"), ("ensemble", ""), ("", "openvino")],
+    [("pytorch_libtorch", ""), ("", "python"), ("", "openvino")],
 )
 def test_unsupported_backend(platform: str, backend: str) -> None:
     with pytest.raises(ConfigError, match="unsupported backend") as info:
@@ -452,7 +452,6 @@ def test_invalid_dynamic_batching(extra: str, match: str) -> None:
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        ("sequence_batching { }", "sequence_batching"),
         ("ensemble_scheduling { }", "ensemble"),
         ("model_transaction_policy { decoupled: true }", "decoupled"),
         ("batch_input [ { kind: BATCH_ELEMENT_COUNT } ]", "batch_input"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from multiprocessing import shared_memory
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from volley.errors import InvalidArgument, Unimplemented
+from volley.model.sequence import SequenceSpec
 from volley.model.spec import ModelSpec, TensorSpec
 from volley.serving import codec
 from volley.serving.shm import SharedMemory
@@ -155,9 +157,40 @@ def test_bad_priority_or_timeout(key: str, value: ParamValue) -> None:
 
 
 @pytest.mark.parametrize("key", ["sequence_id", "sequence_start", "sequence_end"])
-def test_sequence_parameters_are_unimplemented(key: str) -> None:
-    with pytest.raises(Unimplemented, match="sequence batching"):
-        codec.decode(request(parameters={key: 1}), BATCHED)
+def test_sequence_parameters_are_ignored_without_sequence_batching(key: str) -> None:
+    decoded = codec.decode(request(parameters={key: 1}), BATCHED)  # as Triton does
+    assert decoded.request.sequence_id == 0
+
+
+SEQUENCE = dataclasses.replace(
+    BATCHED, sequence=SequenceSpec("direct", 10**9, controls=(), states=())
+)
+
+
+def test_sequence_parameters_of_a_sequence_model() -> None:
+    params: dict[str, ParamValue] = {"sequence_id": 42, "sequence_start": True}
+    decoded = codec.decode(request(parameters=params), SEQUENCE)
+    assert decoded.request.sequence_id == 42 and decoded.request.sequence_start
+    assert not decoded.request.sequence_end
+    named = codec.decode(
+        request(parameters={"sequence_id": "user-7", "sequence_end": True}), SEQUENCE
+    )
+    assert named.request.sequence_id == "user-7" and named.request.sequence_end
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({}, "non-zero or non-empty correlation ID"),
+        ({"sequence_id": ""}, "non-zero or non-empty correlation ID"),
+        ({"sequence_id": -3}, "unsigned integer or a string"),
+        ({"sequence_id": 1.5}, "unsigned integer or a string"),
+        ({"sequence_id": 1, "sequence_start": 1}, "'sequence_start' must be a boolean"),
+    ],
+)
+def test_bad_sequence_parameters(params: dict[str, ParamValue], match: str) -> None:
+    with pytest.raises(InvalidArgument, match=match):
+        codec.decode(request(parameters=params), SEQUENCE)
 
 
 @pytest.mark.parametrize("key", ["headers", "binary_data_output", "triton_enable_empty_final"])

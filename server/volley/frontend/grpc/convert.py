@@ -79,7 +79,16 @@ def _spread(
     raws: list[Any], specs: list[pb.ModelInferRequest.InferInputTensor], model: str
 ) -> list[bytes | None]:
     """``raw_input_contents`` for a request whose inputs in shared memory carry no entry:
-    one per input, None where the input names a region."""
+    one per input, None where the input names a region.
+
+    As in Triton, typed ``contents`` beside ``raw_input_contents`` is reported first.
+    """
+    for tensor in specs:
+        if tensor.HasField("contents"):
+            raise InvalidArgument(
+                f"contents field must not be specified when using raw_input_contents "
+                f"for '{tensor.name}' for model '{model}'"
+            )
     in_shm = ["shared_memory_region" in t.parameters for t in specs]
     if len(raws) != in_shm.count(False):
         raise InvalidArgument(
@@ -116,7 +125,7 @@ def params_from_pb(params: Mapping[str, Any], *, request: bool = False) -> dict[
         kind = param.WhichOneof("parameter_choice")
         if kind is None:
             continue
-        if kind == "uint64_param" and request and key != "priority":
+        if kind == "uint64_param" and request and key not in ("priority", "sequence_id"):
             raise InvalidArgument(
                 f"parameter '{key}': uint64_param is only accepted for 'priority'; use int64_param"
             )
