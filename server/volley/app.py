@@ -80,6 +80,32 @@ def grpc_options(settings: ServerSettings) -> GrpcOptions:
                 settings.grpc_http2_min_recv_ping_interval_without_data,
             ),
             ("grpc.http2.max_ping_strikes", settings.grpc_http2_max_ping_strikes),
+            *(
+                (("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),)
+                if settings.grpc_max_concurrent_streams
+                else ()
+            ),
+        ),
+        grpcio_args=tuple(
+            (flag, arg, value)
+            for flag, arg, value in (
+                (
+                    "--grpc-max-connections",
+                    "grpc.max_allowed_incoming_connections",
+                    settings.grpc_max_connections,
+                ),
+                (
+                    "--grpc-max-connection-idle-ms",
+                    "grpc.max_connection_idle_ms",
+                    settings.grpc_max_connection_idle_ms,
+                ),
+                (
+                    "--grpc-max-connection-age-ms",
+                    "grpc.max_connection_age_ms",
+                    settings.grpc_max_connection_age_ms,
+                ),
+            )
+            if value
         ),
     )
 

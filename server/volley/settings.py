@@ -108,6 +108,30 @@ class ServerSettings(BaseSettings):
     grpc_http2_max_ping_strikes: int = Field(
         2, ge=0, description="Ping strikes before the connection is closed (0 = no limit)."
     )
+    grpc_max_concurrent_streams: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Calls one connection may have open at once (HTTP/2 streams; 0 = no limit).",
+    )
+    grpc_max_connections: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Client connections accepted at once (0 = no limit; selects grpcio).",
+    )
+    grpc_max_connection_idle_ms: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Close a connection idle this long (0 = never; selects grpcio).",
+    )
+    grpc_max_connection_age_ms: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Close a connection this old, gracefully (0 = never; selects grpcio).",
+    )
     allow_http: bool = Field(
         True, description="Serve the KServe v2 HTTP/REST protocol (Triton's binary extension)."
     )

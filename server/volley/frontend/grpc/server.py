@@ -57,8 +57,10 @@ class GrpcOptions:
     #: API group -> (header, value) that its calls must carry.
     restrictions: dict[str, tuple[str, str]] = field(default_factory=dict)
     max_message_bytes: int = 64 * 1024 * 1024
-    #: Further ``grpc.*`` channel arguments (keepalive and HTTP/2 ping policy).
+    #: Further ``grpc.*`` channel arguments (keepalive, HTTP/2 ping policy, stream limits).
     channel_args: tuple[tuple[str, int], ...] = ()
+    #: Connection limits only grpcio enforces: ``(flag, channel argument, value)``.
+    grpcio_args: tuple[tuple[str, str, int], ...] = ()
 
 
 def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
@@ -97,7 +99,11 @@ class GrpcFrontend:
         self._address = f"{options.address}:{options.port}"
         self._server: grpc.aio.Server | None = None
         try:
-            self.transport, self.why = choose(options.transport, tls=options.tls is not None)
+            self.transport, self.why = choose(
+                options.transport,
+                tls=options.tls is not None,
+                grpcio_only=[flag for flag, _, _ in options.grpcio_args],
+            )
         except ValueError as exc:
             raise VolleyError(str(exc)) from exc
         self.port = 0
@@ -113,6 +119,7 @@ class GrpcFrontend:
                 ("grpc.max_receive_message_length", options.max_message_bytes),
                 ("grpc.so_reuseport", 0),
                 *options.channel_args,
+                *((arg, value) for _, arg, value in options.grpcio_args),
             ],
         )
         servicer = InferenceServicer(self._service, options.restrictions)

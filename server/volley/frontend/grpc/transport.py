@@ -35,8 +35,13 @@ def native_available() -> bool:
     return importlib.util.find_spec("pygrpc_native") is not None
 
 
-def choose(requested: str, *, tls: bool = False) -> tuple[Transport, str]:
-    """The transport that serves ``requested`` (``auto``, ``native`` or ``grpcio``), and why."""
+def choose(
+    requested: str, *, tls: bool = False, grpcio_only: Sequence[str] = ()
+) -> tuple[Transport, str]:
+    """The transport that serves ``requested`` (``auto``, ``native`` or ``grpcio``), and why.
+
+    ``grpcio_only`` names the settings given that only grpcio can honour (connection limits).
+    """
     if requested == "grpcio":
         return Transport.GRPCIO, "asked for with --grpc-transport grpcio"
     if tls:
@@ -45,6 +50,11 @@ def choose(requested: str, *, tls: bool = False) -> tuple[Transport, str]:
                 "--grpc-transport native cannot serve TLS: use grpcio or auto with TLS settings"
             )
         return Transport.GRPCIO, "TLS is configured and the native transport has no TLS"
+    if grpcio_only:
+        names = ", ".join(grpcio_only)
+        if requested == "native":
+            raise ValueError(f"--grpc-transport native cannot honour {names}: use grpcio or auto")
+        return Transport.GRPCIO, f"{names} is set and only grpcio enforces it"
     if not native_available():
         if requested == "native":
             raise ValueError("--grpc-transport native needs the pygrpc-native package")
