@@ -117,5 +117,8 @@ def test_registration_is_checked(client: Any, regions: dict[str, Any]) -> None:
 
 
 def test_cuda_shared_memory_is_refused_clearly(client: Any) -> None:
+    client.unregister_cuda_shared_memory()  # nothing to release: a no-op, as cleanups expect
+    status = client.get_cuda_shared_memory_status()
+    assert (status if isinstance(status, list) else list(status.regions)) == []
     with pytest.raises(InferenceServerException, match="CUDA shared memory"):
-        client.get_cuda_shared_memory_status()
+        client.register_cuda_shared_memory("r", b"aGFuZGxl", 0, 8)

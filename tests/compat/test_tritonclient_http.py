@@ -183,8 +183,10 @@ def test_errors(client: httpclient.InferenceServerClient) -> None:
     assert info.value.status() == "503"
     assert "explicit model load" in info.value.message()
 
+    assert client.get_cuda_shared_memory_status() == []
+    client.unregister_cuda_shared_memory()
     with pytest.raises(InferenceServerException) as info:
-        client.get_cuda_shared_memory_status()
+        client.register_cuda_shared_memory("r", b"aGFuZGxl", 0, 8)
     assert info.value.status() == "501"
     with pytest.raises(InferenceServerException) as info:
         client.register_system_shared_memory("r", "/volley_no_such_object", 8)

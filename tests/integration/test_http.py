@@ -258,7 +258,7 @@ ERRORS: list[tuple[str, Any, bytes, dict[str, str], int, str]] = [
     ),
     ("/v2/models/simple/infer", {"inputs": []}, b"", {"Content-Encoding": "gzip"}, 400, "gzip"),
     ("/v2/repository/models/simple/load", {}, b"", {}, 503, "explicit model load"),
-    ("/v2/cudasharedmemory/status", None, b"", {}, 501, "CUDA shared memory"),
+    ("/v2/cudasharedmemory/region/r/register", {}, b"", {}, 501, "CUDA shared memory"),
     (
         "/v2/systemsharedmemory/region/r/register", {"key": "/volley_no_such_object",
         "byte_size": 8}, b"", {}, 400, "unable to open shared memory region 'r'",

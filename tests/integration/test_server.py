@@ -202,10 +202,13 @@ async def test_statistics_and_repository_index(example_repo: Path) -> None:
 async def test_unimplemented_and_mode_errors(example_repo: Path) -> None:
     async with running_server(example_repo) as (_, stub, _ch):
         await expect_error(
-            stub.CudaSharedMemoryStatus(pb.CudaSharedMemoryStatusRequest()),
+            stub.CudaSharedMemoryRegister(pb.CudaSharedMemoryRegisterRequest(name="r")),
             grpc.StatusCode.UNIMPLEMENTED,
             "CUDA shared memory",
         )
+        none = await stub.CudaSharedMemoryStatus(pb.CudaSharedMemoryStatusRequest())
+        assert not none.regions
+        await stub.CudaSharedMemoryUnregister(pb.CudaSharedMemoryUnregisterRequest())
         await expect_error(
             stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest(name="nope")),
             grpc.StatusCode.NOT_FOUND,

@@ -10,7 +10,7 @@ import grpc
 
 from volley._proto.inference import grpc_service_pb2 as pb
 from volley._proto.inference import grpc_service_pb2_grpc as pb_grpc
-from volley.errors import InvalidArgument, Unimplemented
+from volley.errors import InvalidArgument, NotFound, Unimplemented
 from volley.frontend.grpc import convert, restriction
 from volley.frontend.grpc.boundary import guarded, to_status
 from volley.frontend.grpc.restriction import Restrictions
@@ -215,17 +215,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._service.shm.unregister(request.name)
         return pb.SystemSharedMemoryUnregisterResponse()
 
+    # No CUDA region can be registered: status lists none and unregistering is a no-op, so
+    # clients that clean up before they start (as Triton's examples do) work unchanged.
     @guarded("shared-memory")
-    async def CudaSharedMemoryStatus(self, request: Any, context: Ctx) -> Any:
-        raise Unimplemented(_NO_CUDA_SHM)
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context: Ctx
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        if request.name:
+            raise NotFound(f"Unable to find cuda shared memory region: '{request.name}'")
+        return pb.CudaSharedMemoryStatusResponse()
 
     @guarded("shared-memory")
     async def CudaSharedMemoryRegister(self, request: Any, context: Ctx) -> Any:
         raise Unimplemented(_NO_CUDA_SHM)
 
     @guarded("shared-memory")
-    async def CudaSharedMemoryUnregister(self, request: Any, context: Ctx) -> Any:
-        raise Unimplemented(_NO_CUDA_SHM)
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: Ctx
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        return pb.CudaSharedMemoryUnregisterResponse()
 
     # -- trace and log settings -----------------------------------------------------------------
     @guarded("trace")

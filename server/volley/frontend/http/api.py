@@ -122,10 +122,7 @@ class HttpApi:
         elif (match := _SHARED_MEMORY.fullmatch(path)) is not None:
             kind, region, action = match.groups()
             if kind == "cudasharedmemory":
-                raise Unimplemented(
-                    "CUDA shared memory is not supported by this server; register system "
-                    "shared memory (/v2/systemsharedmemory/region/NAME/register) instead"
-                )
+                return self._cuda_shared_memory(method, region or "", action)
             return await self._shared_memory(method, region or "", action, headers, read)
         elif path == "/v2/trace/setting":
             return await self._trace_setting("", method, headers, read)
@@ -198,6 +195,23 @@ class HttpApi:
         return body
 
     # -- shared memory ----------------------------------------------------------------------------
+    def _cuda_shared_memory(self, method: str, region: str, action: str) -> Reply:
+        """No CUDA region can be registered: status lists none, unregistering is a no-op."""
+        if action == "status":
+            if method != "GET":
+                return _NOT_ALLOWED
+            if region:
+                raise NotFound(f"Unable to find cuda shared memory region: '{region}'")
+            return json_reply([])
+        if method != "POST":
+            return _NOT_ALLOWED
+        if action == "unregister":
+            return Reply(200, b"", {"content-type": "application/json"})
+        raise Unimplemented(
+            "CUDA shared memory is not supported by this server; register system shared "
+            "memory (/v2/systemsharedmemory/region/NAME/register) instead"
+        )
+
     async def _shared_memory(
         self, method: str, region: str, action: str, headers: Headers, read: BodyReader
     ) -> Reply:
