@@ -310,3 +310,38 @@ async def test_request_log_lines_carry_no_tensors(
     assert "model=m version=1 id=req-12345 status=OK" in lines[0]
     assert "status=INVALID_ARGUMENT" in lines[1] and "NOPE" in lines[1]
     assert "12345.0" not in " ".join(lines)
+
+
+ENSEMBLE = """platform: "ensemble"
+max_batch_size: 8
+input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+ensemble_scheduling { step [
+  { model_name: "m" model_version: -1
+    input_map { key: "X" value: "IN" } output_map { key: "Y" value: "OUT" } }
+] }
+"""
+
+
+async def test_an_ensembles_steps_show_in_its_trace(tmp_path: Path) -> None:
+    make_model_dir(tmp_path, "m", add_constant(1.0), config=CONFIG.replace("100000", "1000"))
+    make_model_dir(tmp_path, "e", None, config=ENSEMBLE)
+    async with grpc_receiver() as (endpoint, collected):
+        settings = {"trace_exporter": "otlp", "trace_endpoint": endpoint}
+        async with running_server(tmp_path, **settings) as (server, stub, _ch):
+            trace_id, span_id, header = parent(42)
+            msg = pb.ModelInferRequest(model_name="e", id="ens-1")
+            msg.inputs.add(name="IN", datatype="FP32", shape=[1, 4])
+            msg.raw_input_contents.append(np.ones((1, 4), np.float32).tobytes())
+            reply = await stub.ModelInfer(msg, metadata=(("traceparent", header),))
+            assert np.frombuffer(reply.raw_output_contents[0], np.float32).tolist() == [2.0] * 4
+            assert await asyncio.to_thread(server.service.tracing.flush)
+            (root,) = await wait_for(collected, "ModelInfer", 1)
+            batches = await wait_for(collected, "batch", 1)
+            queues = collected.named("queue")
+    assert root.trace_id.hex() == trace_id and root.parent_span_id.hex() == span_id
+    assert attrs(root)["volley.model"] == "e"
+    (step,) = [b for b in batches if attrs(b)["volley.model"] == "m"]  # the composing model
+    assert step.trace_id.hex() == trace_id
+    assert [link.span_id for link in step.links] == [root.span_id]
+    assert [q.parent_span_id for q in queues if attrs(q)["volley.model"] == "m"] == [root.span_id]
