@@ -14,7 +14,6 @@ size) as the codec checks a client's, then submitted to that version's own sched
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -24,11 +23,9 @@ import numpy as np
 from volley.backends import get_backend
 from volley.backends.base import Backend
 from volley.errors import (
-    DeadlineExceeded,
     Internal,
     InvalidArgument,
     NotFound,
-    ResourceExhausted,
     Unavailable,
     VolleyError,
 )
@@ -38,6 +35,7 @@ from volley.model.spec import ModelSpec, TensorSpec
 from volley.scheduler.base import Scheduler
 from volley.scheduler.request import InferRequest
 from volley.serving.registry import ModelVersion, Registry
+from volley.telemetry.stats import failure_reason
 
 _now = time.monotonic_ns
 
@@ -106,7 +104,7 @@ class ModelStep:
                 mv.monitor.observe(request.inputs)
             outputs = await bound.scheduler.infer(request)
         except BaseException as exc:
-            mv.stats.record_failure(_now() - started, _failure_reason(exc))
+            mv.stats.record_failure(_now() - started, failure_reason(exc))
             raise
         mv.stats.record_success(_now() - started)
         try:
@@ -232,14 +230,3 @@ def conform(value: object, ts: TensorSpec, max_batch: int, what: str, target: st
             f"{what} has batch size {shape[0]} but {target} takes 1 to {max_batch} rows"
         )
     return array
-
-
-def _failure_reason(exc: BaseException) -> str:
-    """Triton's ``nv_inference_request_failure`` reason, as the service records it."""
-    if isinstance(exc, asyncio.CancelledError):
-        return "CANCELED"
-    if isinstance(exc, Unavailable | DeadlineExceeded | ResourceExhausted):
-        return "REJECTED"
-    if isinstance(exc, Internal):
-        return "BACKEND"
-    return "OTHER"

@@ -16,8 +16,6 @@ from typing import Any, Generic, TypeVar
 
 from volley._proto.inference import model_config_pb2 as mc
 from volley.errors import (
-    DeadlineExceeded,
-    Internal,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
@@ -48,7 +46,7 @@ from volley.telemetry.audit import MODES, AuditLog, AuditRecord, TensorRecord
 from volley.telemetry.logs import LogControl
 from volley.telemetry.metrics import ModelSnapshot
 from volley.telemetry.release_metrics import CacheSnapshot, ReleaseSnapshot
-from volley.telemetry.stats import ModelStats
+from volley.telemetry.stats import ModelStats, failure_reason
 from volley.telemetry.tracing import TraceConfig, Tracing
 
 T = TypeVar("T")
@@ -85,17 +83,6 @@ def _status_of(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, asyncio.CancelledError):
         return "CANCELLED", "the call was cancelled"
     return "INTERNAL", "internal error"
-
-
-def _failure_reason(exc: BaseException) -> str:
-    """Triton's ``nv_inference_request_failure`` reason for an error."""
-    if isinstance(exc, asyncio.CancelledError):
-        return "CANCELED"
-    if isinstance(exc, Unavailable | DeadlineExceeded | ResourceExhausted):
-        return "REJECTED"
-    if isinstance(exc, Internal):
-        return "BACKEND"
-    return "OTHER"
 
 
 class InferenceService:
@@ -222,7 +209,7 @@ class InferenceService:
         try:
             response = await self._infer(mv, request)
         except BaseException as exc:
-            mv.stats.record_failure(_now() - request.arrival_ns, _failure_reason(exc))
+            mv.stats.record_failure(_now() - request.arrival_ns, failure_reason(exc))
             if self.audit is not None:
                 self._audit(mv, request, None, exc)
             if request.trace is not None:

@@ -7,9 +7,12 @@ fields need no lock. Transports turn a ``ModelStats`` into their own message.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+
+from volley.errors import DeadlineExceeded, Internal, ResourceExhausted, Unavailable
 
 #: Upper bounds (ns) of the latency histograms: 50 µs to 60 s, roughly x2.5 apart.
 LATENCY_BOUNDS_NS: tuple[int, ...] = tuple(
@@ -24,6 +27,17 @@ BATCH_BOUNDS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 #: Failure reasons, as Triton labels ``nv_inference_request_failure``.
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Triton's ``nv_inference_request_failure`` reason for an error."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELED"
+    if isinstance(exc, Unavailable | DeadlineExceeded | ResourceExhausted):
+        return "REJECTED"
+    if isinstance(exc, Internal):
+        return "BACKEND"
+    return "OTHER"
 
 
 class Histogram:
@@ -189,10 +203,7 @@ class ShadowStats:
 
     def record_diff(self, diff: float) -> None:
         """One compared request whose outputs differed by at most ``diff``."""
-        index = 0
-        while index < len(DIFF_BOUNDS) and diff > DIFF_BOUNDS[index]:
-            index += 1
-        self.diff_counts[index] += 1
+        self.diff_counts[bisect_left(DIFF_BOUNDS, diff)] += 1
         self.diff_sum += diff
         self.diff_max = max(self.diff_max, diff)
 
