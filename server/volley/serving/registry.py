@@ -165,6 +165,9 @@ class Registry:
         entry = self._models.get(name)
         if entry is None:
             raise NotFound(f"Request for unknown model: '{name}' is not found")
+        return self._ready(entry, name, version)
+
+    def _ready(self, entry: ModelEntry, name: str, version: str) -> ModelVersion:
         if not version:
             if entry.default is None:
                 raise NotFound(f"'{name}' has no available versions")
@@ -178,15 +181,17 @@ class Registry:
 
     def route(
         self, name: str, version: str, parameters: Mapping[str, object] | None
-    ) -> ModelVersion:
-        """``resolve``, except that a request naming no version follows the model's split."""
-        if not version:
-            entry = self._models.get(name)
-            if entry is not None and entry.router is not None:
-                mv = entry.router.pick(entry, parameters)
-                if mv is not None:
-                    return mv
-        return self.resolve(name, version)
+    ) -> tuple[ModelVersion, ModelEntry]:
+        """``resolve``, except that a request naming no version follows the model's split; the
+        entry comes along (its router decides shadow copies)."""
+        entry = self._models.get(name)
+        if entry is None:
+            raise NotFound(f"Request for unknown model: '{name}' is not found")
+        if not version and entry.router is not None:
+            mv = entry.router.pick(entry, parameters)
+            if mv is not None:
+                return mv, entry
+        return self._ready(entry, name, version), entry
 
     def lookup(self, name: str, version: str) -> ModelVersion:
         """Like ``resolve`` but also returns versions that are not READY."""

@@ -30,7 +30,7 @@ from volley.serving.cache import ResponseCache
 from volley.serving.ensemble import composed_ready
 from volley.serving.lifecycle import ModelManager
 from volley.serving.monitor import ModelMonitor
-from volley.serving.registry import ModelState, ModelVersion, Registry
+from volley.serving.registry import ModelEntry, ModelState, ModelVersion, Registry
 from volley.serving.shadow import ShadowRunner
 from volley.serving.shm import SharedMemory
 from volley.serving.types import (
@@ -201,10 +201,13 @@ class InferenceService:
                 f"the server is at its limit of {self._max_inflight} requests in flight; "
                 "try again later"
             )
+        entry: ModelEntry | None
         try:
-            mv = self.registry.route(request.model_name, request.model_version, request.parameters)
+            mv, entry = self.registry.route(
+                request.model_name, request.model_version, request.parameters
+            )
         except (NotFound, Unavailable):
-            mv = await self._resolve_evicted(request)
+            mv, entry = await self._resolve_evicted(request), None
         self.inflight += 1
         try:
             response = await self._infer(mv, request)
@@ -220,7 +223,6 @@ class InferenceService:
         finally:
             self.inflight -= 1
         mv.stats.record_success(_now() - request.arrival_ns)
-        entry = self.registry.get(request.model_name)
         if entry is not None and entry.router is not None:
             self.shadows.offer(entry, mv, request, response)
         if self.audit is not None:
